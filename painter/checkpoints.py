@@ -1,0 +1,278 @@
+"""Reading and writing model directories, strictly.
+
+Two layouts are supported:
+
+* **EasyNLP** (the public pai-painter checkpoints): ``config.json`` with ``model_type: artist``,
+  ``pytorch_model.bin`` holding ``first_stage_model.*`` (VQGAN) and ``transformer.*`` (GPT), ``vocab.txt``.
+  The VQGAN sizes are not in that config (EasyNLP hard-codes taming's f16/16384 model); a ``vqgan`` object
+  may be added to describe another VQGAN, which EasyNLP ignores.
+* **Painter** (ours): ``config.json`` with ``format: painter`` and the full GPT + VQGAN config,
+  ``model.safetensors`` with the same tensor names, ``vocab.txt``.
+
+EasyNLP loads with ``strict=False`` and silently runs half-random models; here every expected tensor must be
+present with the right shape and nothing else may be there except the constant ``attn.mask`` buffers.
+Nothing untrusted is executed: ``torch.load(weights_only=True)`` and safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from painter.data.files import atomic_output
+from painter.errors import CheckpointError, ConfigError, ModelNotFoundError
+from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig
+from painter.models.gpt import reference_attention_mask
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"
+EASYNLP_WEIGHTS = "pytorch_model.bin"
+PAINTER_WEIGHTS = "model.safetensors"
+PAINTER_FORMAT_VERSION = 1
+
+# Fields of an EasyNLP ARTIST config.json and the values a missing one takes.
+EASYNLP_DEFAULTS = {
+    "vocab_size": 37512, "img_vocab_size": 16384, "text_vocab_size": 21128, "block_size": 288,
+    "n_layer": 12, "n_head": 12, "n_embd": 768, "embd_pdrop": 0.0, "resid_pdrop": 0.0,
+    "attn_pdrop": 0.0, "n_unmasked": 0,
+}
+_MASK_KEY = re.compile(r"^transformer\.blocks\.(\d+)\.attn\.mask$")
+
+
+@dataclass
+class Checkpoint:
+    """A model directory read into memory: its config, its tensors and where its vocabulary is."""
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    vocab_file: Path
+    format: str
+    path: Path
+
+
+def detect_format(model_dir: Path) -> str:
+    if (model_dir / PAINTER_WEIGHTS).is_file():
+        return "painter"
+    if (model_dir / EASYNLP_WEIGHTS).is_file():
+        return "easynlp"
+    found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    raise CheckpointError(f"{model_dir} holds no weights: expected {PAINTER_WEIGHTS} (Painter) or "
+                          f"{EASYNLP_WEIGHTS} (EasyNLP); found {found or 'nothing'}")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; a model directory needs its config.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+def easynlp_config(data: dict, source: Path) -> ModelConfig:
+    """ModelConfig from an EasyNLP ARTIST config.json (missing fields take EasyNLP's defaults)."""
+    if "model_type" not in data:
+        raise ConfigError(f"{source} has no model_type; a pai-painter config says \"model_type\": \"artist\"")
+    if data["model_type"] != "artist":
+        raise ConfigError(f"{source} is for model_type {data['model_type']!r}, not a pai-painter (artist) model")
+    f = {**EASYNLP_DEFAULTS, **{k: v for k, v in data.items() if k in EASYNLP_DEFAULTS}}
+    try:
+        vqgan = VQGANConfig(**{"n_embed": f["img_vocab_size"], **data.get("vqgan", {})})
+        gpt = GPTConfig(**{k: f[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd",
+                                             "embd_pdrop", "resid_pdrop", "attn_pdrop", "n_unmasked")})
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    config = ModelConfig(gpt=gpt, vqgan=vqgan, text_len=int(data.get("text_len", 32)))
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    problems = []
+    if f["img_vocab_size"] != vqgan.n_embed:
+        problems.append(f"img_vocab_size {f['img_vocab_size']} != VQGAN codebook {vqgan.n_embed}")
+    if f["vocab_size"] != f["img_vocab_size"] + f["text_vocab_size"]:
+        problems.append(f"vocab_size {f['vocab_size']} != img_vocab_size {f['img_vocab_size']} + "
+                        f"text_vocab_size {f['text_vocab_size']}")
+    if problems:
+        raise ConfigError(f"{source}: inconsistent sizes: " + "; ".join(problems))
+    return config
+
+
+def easynlp_config_dict(config: ModelConfig) -> dict:
+    g = asdict(config.gpt)
+    data = {"model_type": "artist", "img_vocab_size": config.img_vocab_size,
+            "text_vocab_size": config.text_vocab_size, **g}
+    if config.vqgan != VQGANConfig(n_embed=config.img_vocab_size):
+        data["vqgan"] = asdict(config.vqgan)
+    if config.text_len != 32:
+        data["text_len"] = config.text_len
+    return data
+
+
+def painter_config(data: dict, source: Path) -> ModelConfig:
+    version = data.get("format_version")
+    if version != PAINTER_FORMAT_VERSION:
+        raise ConfigError(f"{source}: Painter format version {version!r} is not supported "
+                          f"(this Painter reads version {PAINTER_FORMAT_VERSION})")
+    try:
+        return ModelConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def read_config(model_dir: Path) -> tuple[ModelConfig, str]:
+    """The model's config and its layout ('painter' or 'easynlp')."""
+    fmt = detect_format(model_dir)
+    data = _read_json(model_dir / CONFIG_FILE)
+    if fmt == "painter":
+        return painter_config(data, model_dir / CONFIG_FILE), fmt
+    return easynlp_config(data, model_dir / CONFIG_FILE), fmt
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        return {k: v.shape for k, v in PainterModel(config).state_dict().items()}
+
+
+def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, source: Path) -> dict[str, torch.Tensor]:
+    """Raise CheckpointError unless ``state`` holds exactly the model's tensors; return it without masks."""
+    expected = expected_shapes(config)
+    problems = []
+    unexpected = []
+    for key in state:
+        m = _MASK_KEY.match(key)
+        if key not in expected and not (m and int(m.group(1)) < config.gpt.n_layer):
+            unexpected.append(key)
+    missing = [k for k in expected if k not in state]
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k]]
+    for k in mismatched:
+        problems.append(f"{k} has shape {list(state[k].shape)} but the config needs {list(expected[k])}")
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): "
+                        f"{', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+    non_float = [k for k in expected if k in state and not state[k].is_floating_point()]
+    if non_float:
+        problems.append(f"non-float tensor(s): {', '.join(non_float[:5])}")
+    if problems:
+        raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
+    return {k: state[k] for k in expected}
+
+
+def _load_torch_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated, corrupt or unsafe pickles
+        raise CheckpointError(f"{path} could not be read (truncated, corrupt or not a PyTorch state dict): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a dictionary of tensors")
+    return state
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read (truncated or corrupt safetensors file): {exc}") from exc
+
+
+def load_checkpoint(model_dir: str | Path) -> Checkpoint:
+    """Read and strictly check a model directory of either layout."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelNotFoundError(f"model directory {model_dir} does not exist")
+    config, fmt = read_config(model_dir)
+    vocab = model_dir / VOCAB_FILE
+    if not vocab.is_file():
+        raise CheckpointError(f"{vocab} is missing; copy the model's vocab.txt (Chinese BERT, 21,128 lines) there")
+    weights = model_dir / (PAINTER_WEIGHTS if fmt == "painter" else EASYNLP_WEIGHTS)
+    raw = _load_safetensors(weights) if fmt == "painter" else _load_torch_bin(weights)
+    state = check_state_dict(raw, config, weights)
+    log.info("read %s model from %s (%d tensors)", fmt, model_dir, len(state))
+    return Checkpoint(config=config, state_dict=state, vocab_file=vocab, format=fmt, path=model_dir)
+
+
+def build_model(checkpoint: Checkpoint) -> PainterModel:
+    """Networks holding the checkpoint's tensors, without first allocating random weights."""
+    with torch.device("meta"):
+        model = PainterModel(checkpoint.config)
+    model.load_state_dict(checkpoint.state_dict, strict=True, assign=True)
+    return model.float().eval()
+
+
+def save_painter(model: PainterModel, vocab_file: Path, dst: str | Path) -> Path:
+    """Write ``model`` in our layout (config.json + model.safetensors + vocab.txt)."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_output(dst / PAINTER_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "painter_format_version": str(PAINTER_FORMAT_VERSION)})
+    _write_config(dst, {"format": "painter", "format_version": PAINTER_FORMAT_VERSION, **model.config.to_dict()})
+    _copy_vocab(vocab_file, dst)
+    return dst
+
+
+def save_easynlp(model: PainterModel, vocab_file: Path, dst: str | Path) -> Path:
+    """Write ``model`` in EasyNLP's layout, attention-mask buffers included, so EasyNLP users can load it."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    mask = reference_attention_mask(config.gpt.block_size, config.gpt.n_unmasked)
+    state = {}
+    for k, v in model.state_dict().items():
+        state[k] = v.detach().cpu()
+        m = re.match(r"^(transformer\.blocks\.\d+\.attn\.)proj\.bias$", k)
+        if m:
+            state[m.group(1) + "mask"] = mask.clone()
+    with atomic_output(dst / EASYNLP_WEIGHTS) as tmp:
+        torch.save(state, tmp)
+    _write_config(dst, easynlp_config_dict(config))
+    _copy_vocab(vocab_file, dst)
+    return dst
+
+
+def _write_config(dst: Path, data: dict) -> None:
+    with atomic_output(dst / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _copy_vocab(vocab_file: Path, dst: Path) -> None:
+    if Path(vocab_file).resolve() != (dst / VOCAB_FILE).resolve():
+        with atomic_output(dst / VOCAB_FILE) as tmp:
+            shutil.copyfile(vocab_file, tmp)
+
+
+def convert(src: str | Path, dst: str | Path, to: str | None = None) -> Path:
+    """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one)."""
+    checkpoint = load_checkpoint(src)
+    to = to or ("painter" if checkpoint.format == "easynlp" else "easynlp")
+    if to not in ("painter", "easynlp"):
+        raise ValueError(f"unknown target format {to!r}; use 'painter' or 'easynlp'")
+    dst = Path(dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
+    model = build_model(checkpoint)
+    save = save_painter if to == "painter" else save_easynlp
+    return save(model, checkpoint.vocab_file, dst)

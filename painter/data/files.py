@@ -1,0 +1,38 @@
+"""Writing files so that a crash, a full disk or Ctrl-C never leaves a half-written file in place."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from painter.errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
+
+    On any failure the temporary file is removed and ``path`` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DataError(f"the disk is full while writing {path}; the previous file (if any) is unchanged") from exc
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,117 @@
+"""Sampling image codes from the GPT: filtering the logits, drawing with per-image generators, and the
+KV-cached loop.
+
+Seed contract: every image has its own ``torch.Generator`` seeded with ``seed + j`` (image j of a prompt), and
+draws with ``torch.multinomial`` on its own [1, V] row exactly as the reference does after
+``torch.manual_seed(seed)`` at batch size 1. So an image does not depend on the batch it was made in, and in
+fp32 on CPU it is token-for-token the reference's image.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from typing import Iterator, Sequence
+
+import torch
+
+from painter.errors import SamplingError
+from painter.models import GPT, KVCache
+
+MAX_SEED = 2**63 - 1
+DEFAULT_TOP_K = 100  # the reference's default; capped at the codebook size for small models
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    top_k: int | None = None  # None: the reference's 100, or the whole codebook if it is smaller
+    top_p: float = 1.0
+    temperature: float = 1.0
+
+    def validate(self, codebook_size: int) -> "SamplingConfig":
+        """A checked copy with ``top_k`` filled in; raises SamplingError naming the bad value."""
+        if self.top_k is None:
+            return replace(self, top_k=min(DEFAULT_TOP_K, codebook_size)).validate(codebook_size)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= codebook_size:
+            raise SamplingError(f"top_k must be a whole number from 1 to the codebook size {codebook_size}, "
+                                f"got {self.top_k!r}")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise SamplingError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not float(self.temperature) > 0.0 or self.temperature == float("inf"):
+            raise SamplingError(f"temperature must be a positive number, got {self.temperature!r}")
+        return self
+
+
+def resolve_seed(seed: int) -> int:
+    """-1 means 'pick one'; the chosen seed is returned so it can be reported and reused."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SamplingError(f"seed must be a whole number (or -1 for a random one), got {seed!r}")
+    if seed == -1:
+        return secrets.randbelow(2**31)
+    if not 0 <= seed <= MAX_SEED:
+        raise SamplingError(f"seed must be between 0 and {MAX_SEED}, or -1 for a random one; got {seed}")
+    return seed
+
+
+def image_seeds(seed: int, num_images: int) -> list[int]:
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise SamplingError(f"the number of images must be at least 1, got {num_images!r}")
+    if seed + num_images - 1 > MAX_SEED:
+        raise SamplingError(f"seed {seed} + {num_images} images runs past the largest seed {MAX_SEED}")
+    return [seed + j for j in range(num_images)]
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The reference's top-k: logits below the k-th largest become -inf; ties with it are kept."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter on probabilities: keep the most likely codes until their mass reaches p (at least one)."""
+    if p >= 1.0:
+        return probs
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    sorted_probs = sorted_probs.masked_fill(mass_before >= p, 0.0)
+    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def next_token_probs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Logits [B, V] of the last position -> (unnormalised after top-p) probabilities, reference order:
+    temperature, top-k, softmax, then top-p."""
+    logits = top_k_filter(logits.float() / cfg.temperature, cfg.top_k)
+    return top_p_filter(torch.softmax(logits, dim=-1), cfg.top_p)
+
+
+def draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One code per row [B], each row from its own generator, as the reference draws at batch size 1."""
+    return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
+
+
+def make_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+
+@torch.inference_mode()
+def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Generator], cfg: SamplingConfig,
+                 steps: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (step, codes[B, steps]) after each sampled token; codes beyond ``step`` are not yet valid.
+
+    One prefill over the text, then one single-token forward per step against the cache. Closing the
+    generator stops sampling at once.
+    """
+    batch = text_ids.shape[0]
+    if len(generators) != batch:
+        raise ValueError(f"{len(generators)} generators for a batch of {batch}")
+    dtype = next(gpt.parameters()).dtype
+    cache = KVCache.empty(gpt.config, batch, dtype, text_ids.device, max_len=text_ids.shape[1] + steps - 1)
+    codes = torch.zeros(batch, steps, dtype=torch.long, device=text_ids.device)
+    logits = gpt.forward_cached(text_ids, cache)
+    for step in range(steps):
+        codes[:, step] = draw(next_token_probs(logits, cfg), generators)
+        yield step + 1, codes
+        if step + 1 < steps:
+            logits = gpt.forward_cached(codes[:, step:step + 1], cache)

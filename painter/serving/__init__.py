@@ -1,0 +1,1 @@
+"""Using a model: the Painter pipeline, the EasyNLP-style pipeline, batch TSV prediction and the CLI."""

@@ -1,0 +1,170 @@
+"""``Painter``: a loaded model that turns Chinese prompts into 256x256 pictures, whole or streamed.
+
+The dependency direction is pipeline -> sampling -> models: this module chooses devices, batches prompts,
+runs the sampler and decodes codes to images; it knows nothing of files beyond ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from painter import hub
+from painter.checkpoints import build_model, load_checkpoint
+from painter.data.images import tensor_to_pil
+from painter.errors import CheckpointError, SamplingError
+from painter.models import PainterModel
+from painter.precision import resolve_device, resolve_dtype
+from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
+from painter.text import TextTokenizer, TokenizedPrompt
+
+log = logging.getLogger(__name__)
+
+GREY = 0.0  # the middle of [-1, 1]: cells not yet sampled are shown as neutral grey in previews
+
+
+@dataclass
+class Frame:
+    """One update of a streamed generation: the images so far (partial previews, then the final ones)."""
+
+    step: int
+    total: int
+    images: list[Image.Image]
+    final: bool
+    seeds: list[int]
+    elapsed: float
+    prompt: TokenizedPrompt | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.images[0]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.step * len(self.images) / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class Painter:
+    """A text-to-image model ready to paint: ``Painter.from_pretrained(...).generate(["红苹果"])``."""
+
+    def __init__(self, model: PainterModel, tokenizer: TextTokenizer, device: torch.device,
+                 precision: str = "fp32", name: str = "model"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.precision = precision
+        self.name = name
+        self.config = model.config
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "fp32") -> "Painter":
+        """Load a model directory (EasyNLP or Painter layout) or a known model name from the cache."""
+        dev = resolve_device(device)
+        dtype = resolve_dtype(precision, dev)
+        model_dir = hub.resolve(name_or_path)
+        checkpoint = load_checkpoint(model_dir)
+        tokenizer = TextTokenizer(checkpoint.vocab_file, checkpoint.config.text_len, checkpoint.config.img_vocab_size)
+        if tokenizer.vocab_size != checkpoint.config.text_vocab_size:
+            raise CheckpointError(f"{checkpoint.vocab_file} has {tokenizer.vocab_size} wordpieces but the model "
+                                  f"was trained with {checkpoint.config.text_vocab_size}")
+        model = build_model(checkpoint)
+        model.to(dev)
+        model.transformer.to(dtype)
+        log.info("loaded %s (%s) on %s in %s", model_dir, checkpoint.format, dev, precision)
+        return cls(model, tokenizer, dev, precision, name=Path(str(name_or_path)).name)
+
+    # -- the pieces ---------------------------------------------------------------------------------------
+
+    def tokenize(self, prompt: str) -> TokenizedPrompt:
+        tokens = self.tokenizer(prompt)
+        if tokens.dropped:
+            log.warning("prompt is longer than %d wordpieces: %d dropped; the model sees %r",
+                        self.config.text_len, tokens.dropped, tokens.used_text)
+        return tokens
+
+    def _sampling(self, top_k: int | None, top_p: float, temperature: float) -> SamplingConfig:
+        return SamplingConfig(top_k=top_k, top_p=top_p, temperature=temperature).validate(self.config.img_vocab_size)
+
+    def _codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> Iterator[tuple[int, torch.Tensor]]:
+        text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
+        generators = make_generators([seed for _, seed in rows], self.device)
+        return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len)
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
+        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey."""
+        images = self.model.first_stage_model.decode(codes.to(self.device))
+        if sampled is not None and sampled < self.config.img_len:
+            images = grey_out(images, sampled, self.config.vqgan.grid_size)
+        return tensor_to_pil(images)
+
+    # -- the API ------------------------------------------------------------------------------------------
+
+    def generate(self, prompts: str | Sequence[str], seed: int = 0, num_images: int = 1, top_k: int | None = None,
+                 top_p: float = 1.0, temperature: float = 1.0, batch_size: int = 8) -> list[list[Image.Image]]:
+        """One list of images per prompt. Image j of a prompt uses seed + j (seed -1: a random one, reported
+        in each image's ``info['seed']``)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if batch_size < 1:
+            raise SamplingError(f"batch_size must be at least 1, got {batch_size}")
+        sampling = self._sampling(top_k, top_p, temperature)
+        seeds = image_seeds(resolve_seed(seed), num_images)
+        tokenized = [self.tokenize(p) for p in prompts]
+        rows = [(i, tokens, s) for i, tokens in enumerate(tokenized) for s in seeds]
+        results: list[list[Image.Image]] = [[] for _ in prompts]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            codes = _last(self._codes([(t, s) for _, t, s in chunk], sampling))
+            for (i, tokens, s), image in zip(chunk, self.decode(codes)):
+                image.info.update(self._params(prompts[i], tokens, s, sampling))
+                results[i].append(image)
+        return results
+
+    def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None, top_p: float = 1.0,
+               temperature: float = 1.0, preview_every: int = 16) -> Iterator[Frame]:
+        """Yield a Frame with real decodes of the partial grids every ``preview_every`` tokens (0: none),
+        then the final frame. Closing the iterator stops sampling at once."""
+        if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
+            raise SamplingError(f"preview_every must be a whole number >= 0, got {preview_every!r}")
+        sampling = self._sampling(top_k, top_p, temperature)
+        seeds = image_seeds(resolve_seed(seed), num_images)
+        tokens = self.tokenize(prompt)
+        total = self.config.img_len
+        started = time.perf_counter()
+        for step, codes in self._codes([(tokens, s) for s in seeds], sampling):
+            final = step == total
+            if final or (preview_every and step % preview_every == 0):
+                images = self.decode(codes, sampled=step)
+                if final:
+                    for image, s in zip(images, seeds):
+                        image.info.update(self._params(prompt, tokens, s, sampling))
+                yield Frame(step, total, images, final, seeds, time.perf_counter() - started, tokens)
+
+    def _params(self, prompt: str, tokens: TokenizedPrompt, seed: int, sampling: SamplingConfig) -> dict:
+        return {"prompt": prompt, "used_prompt": tokens.used_text, "dropped_tokens": tokens.dropped,
+                "seed": seed, "top_k": sampling.top_k, "top_p": sampling.top_p,
+                "temperature": sampling.temperature, "model": self.name}
+
+
+def grey_out(images: torch.Tensor, sampled: int, grid: int) -> torch.Tensor:
+    """Paint the image cells of codes ``sampled``.. (row-major) neutral grey."""
+    cell = images.shape[-1] // grid
+    row, col = divmod(sampled, grid)
+    images = images.clone()
+    images[:, :, (row + 1) * cell:, :] = GREY
+    images[:, :, row * cell:(row + 1) * cell, col * cell:] = GREY
+    return images
+
+
+def _last(steps: Iterator[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    codes = None
+    for _, codes in steps:
+        pass
+    return codes

@@ -1,0 +1,65 @@
+"""The reference's text tokenization: Chinese BERT WordPiece, lower-cased, no [CLS]/[SEP], cut to 32
+wordpieces, right-padded with [PAD], then shifted past the image codes.
+
+``tokenizers``' BertWordPieceTokenizer reproduces BERT's basic + wordpiece tokenizer exactly (Chinese
+characters split one by one, accents stripped with lower-casing) and is far lighter than ``transformers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import BertWordPieceTokenizer
+
+from painter.errors import CheckpointError, PromptError
+
+PAD_ID = 0
+UNK_TOKEN = "[UNK]"
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """Token ids ready for the GPT, plus what a user should be told about the cut."""
+
+    ids: list[int]  # text_len ids, already offset by the image vocabulary size
+    pieces: list[str]  # the wordpieces that were kept (no padding)
+    dropped: int  # wordpieces lost to the length cut
+    unknown: int  # kept wordpieces that the vocabulary did not know
+
+    @property
+    def used_text(self) -> str:
+        """The part of the prompt the model actually sees, in wordpieces joined back together."""
+        return "".join(p[2:] if p.startswith("##") else p for p in self.pieces)
+
+
+class TextTokenizer:
+    def __init__(self, vocab_file: str | Path, text_len: int = 32, img_vocab_size: int = 16384):
+        vocab_file = Path(vocab_file)
+        if not vocab_file.is_file():
+            raise CheckpointError(f"vocabulary file {vocab_file} is missing; every model directory needs its "
+                                  "vocab.txt (the 21,128-line Chinese BERT vocabulary)")
+        self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=True)
+        self.vocab_size = self._tok.get_vocab_size()
+        if self.vocab_size == 0:
+            raise CheckpointError(f"vocabulary file {vocab_file} is empty")
+        self.text_len = text_len
+        self.img_vocab_size = img_vocab_size
+
+    def __call__(self, text: str) -> TokenizedPrompt:
+        if not isinstance(text, str) or not text.strip():
+            raise PromptError("the prompt is empty: describe the picture in a few words, e.g. 红苹果")
+        enc = self._tok.encode(text, add_special_tokens=False)
+        if not enc.ids:
+            raise PromptError(f"the prompt {text!r} has no characters the model can read")
+        kept_ids, kept_pieces = enc.ids[: self.text_len], enc.tokens[: self.text_len]
+        unknown = sum(p == UNK_TOKEN for p in kept_pieces)
+        if unknown == len(kept_pieces):
+            raise PromptError(f"none of the characters of {text!r} are in the model's vocabulary")
+        padded = kept_ids + [PAD_ID] * (self.text_len - len(kept_ids))
+        return TokenizedPrompt(
+            ids=[i + self.img_vocab_size for i in padded],
+            pieces=kept_pieces,
+            dropped=len(enc.ids) - len(kept_ids),
+            unknown=unknown,
+        )
