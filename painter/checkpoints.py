@@ -182,7 +182,7 @@ def _load_torch_bin(path: Path) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated, corrupt or unsafe pickles
-        raise CheckpointError(f"{path} could not be read (truncated, corrupt or not a PyTorch state dict): "
+        raise CheckpointError(f"{path} could not be read (truncated or corrupt file, or not a PyTorch state dict): "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -96,6 +96,13 @@ class Painter:
         generators = make_generators([seed for _, seed in rows], self.device)
         return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len)
 
+    def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
+        """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""
+        codes = None
+        for _, codes in self._codes(rows, sampling):
+            pass
+        return self.decode(codes)
+
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
         """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey."""
@@ -121,8 +128,7 @@ class Painter:
         results: list[list[Image.Image]] = [[] for _ in prompts]
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            codes = _last(self._codes([(t, s) for _, t, s in chunk], sampling))
-            for (i, tokens, s), image in zip(chunk, self.decode(codes)):
+            for (i, tokens, s), image in zip(chunk, self.paint([(t, s) for _, t, s in chunk], sampling)):
                 image.info.update(self._params(prompts[i], tokens, s, sampling))
                 results[i].append(image)
         return results
@@ -162,9 +168,3 @@ def grey_out(images: torch.Tensor, sampled: int, grid: int) -> torch.Tensor:
     images[:, :, row * cell:(row + 1) * cell, col * cell:] = GREY
     return images
 
-
-def _last(steps: Iterator[tuple[int, torch.Tensor]]) -> torch.Tensor:
-    codes = None
-    for _, codes in steps:
-        pass
-    return codes

@@ -1,0 +1,5 @@
+import sys
+
+from painter.serving.cli import main
+
+sys.exit(main())

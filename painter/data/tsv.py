@@ -1,0 +1,56 @@
+"""Reading the reference's TSV files row by row, turning every bad row into a reason with its line number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from painter.errors import DataError
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    line: int  # 1-based line number in the file
+    idx: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    reason: str
+    raw: str  # the line as read (undecodable bytes replaced), for the rejects file
+
+
+def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
+    """Rows ``idx<TAB>text[<TAB>anything]`` (so a training TSV works too); blank lines are skipped."""
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read input {path}: {exc.strerror or exc}") from exc
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield RejectedRow(number, f"not UTF-8 text (byte {exc.start})", raw.decode("utf-8", "replace"))
+                continue
+            cols = line.split("\t")
+            if len(cols) not in (2, 3):
+                yield RejectedRow(number, f"expected idx<TAB>text (optionally <TAB>image), found {len(cols)} column(s)", line)
+            elif not cols[1].strip():
+                yield RejectedRow(number, "empty text", line)
+            else:
+                yield PromptRow(number, cols[0], cols[1])
+
+
+def tsv_line(*fields: str) -> str:
+    for f in fields:
+        if "\t" in f or "\n" in f or "\r" in f:
+            raise DataError(f"field {f[:40]!r} contains a tab or line break and cannot be written to a TSV")
+    return "\t".join(fields) + "\n"

@@ -1,0 +1,181 @@
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from painter import Painter
+from painter.checkpoints import EASYNLP_WEIGHTS, PAINTER_WEIGHTS, convert, load_checkpoint
+from painter.errors import CheckpointError, ConfigError, ModelNotFoundError
+from painter.hub import resolve
+from painter.serving.cli import main
+
+
+def copy_model(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "model"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_state(model_dir: Path, edit) -> None:
+    path = model_dir / EASYNLP_WEIGHTS
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+def edit_config(model_dir: Path, **changes) -> None:
+    path = model_dir / "config.json"
+    data = json.loads(path.read_text())
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    path.write_text(json.dumps(data))
+
+
+def test_easynlp_layout_has_the_references_keys(easynlp_dir):
+    state = torch.load(easynlp_dir / EASYNLP_WEIGHTS, weights_only=True)
+    assert all(k.startswith(("transformer.", "first_stage_model.")) for k in state)
+    masks = [k for k in state if k.endswith("attn.mask")]
+    assert len(masks) == 2 and state[masks[0]].shape == (1, 1, 48, 48)
+    assert json.loads((easynlp_dir / "config.json").read_text())["model_type"] == "artist"
+
+
+def test_missing_tensor_is_named(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    edit_state(d, lambda s: s.pop("transformer.blocks.1.attn.query.weight"))
+    with pytest.raises(CheckpointError, match=r"missing tensor.*transformer\.blocks\.1\.attn\.query\.weight"):
+        load_checkpoint(d)
+
+
+def test_unexpected_tensor_is_named(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    edit_state(d, lambda s: s.update({"transformer.extra.weight": torch.zeros(3)}))
+    with pytest.raises(CheckpointError, match=r"unexpected tensor.*transformer\.extra\.weight"):
+        load_checkpoint(d)
+
+
+def test_mask_of_a_block_that_does_not_exist_is_unexpected(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    edit_state(d, lambda s: s.update({"transformer.blocks.7.attn.mask": torch.zeros(1, 1, 48, 48)}))
+    with pytest.raises(CheckpointError, match=r"blocks\.7\.attn\.mask"):
+        load_checkpoint(d)
+
+
+def test_wrong_shape_names_key_and_both_shapes(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    edit_state(d, lambda s: s.update({"first_stage_model.quant_conv.weight": torch.zeros(8, 8, 3, 3)}))
+    with pytest.raises(CheckpointError, match=r"quant_conv\.weight has shape \[8, 8, 3, 3\] but the config needs "
+                                              r"\[8, 8, 1, 1\]"):
+        load_checkpoint(d)
+
+
+def test_truncated_weights(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    path = d / EASYNLP_WEIGHTS
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(d)
+
+
+def test_truncated_safetensors(painter_dir, tmp_path):
+    d = copy_model(painter_dir, tmp_path)
+    path = d / PAINTER_WEIGHTS
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(d)
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/painter-pwned",))
+
+
+def test_pickle_that_runs_code_is_refused(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    torch.save({"transformer.tok_emb.weight": Boom()}, d / EASYNLP_WEIGHTS, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(d)
+    assert not Path("/tmp/painter-pwned").exists()
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"model_type": None}, "no model_type"),
+    ({"model_type": "bert"}, "not a pai-painter"),
+    ({"n_head": 3}, "not divisible by n_head"),
+    ({"block_size": 50}, "block_size 50"),
+    ({"vocab_size": 21000}, "vocab_size"),
+])
+def test_bad_configs(easynlp_dir, tmp_path, changes, match):
+    d = copy_model(easynlp_dir, tmp_path)
+    edit_config(d, **changes)
+    with pytest.raises(ConfigError, match=match):
+        load_checkpoint(d)
+
+
+def test_config_that_is_not_json(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_checkpoint(d)
+
+
+def test_missing_files(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    (d / "vocab.txt").unlink()
+    with pytest.raises(CheckpointError, match="vocab.txt"):
+        load_checkpoint(d)
+    (d / EASYNLP_WEIGHTS).unlink()
+    with pytest.raises(CheckpointError, match="holds no weights"):
+        load_checkpoint(d)
+    (d / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="holds no weights"):
+        load_checkpoint(d)
+
+
+def test_vocab_of_the_wrong_size(easynlp_dir, tmp_path):
+    d = copy_model(easynlp_dir, tmp_path)
+    lines = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    (d / "vocab.txt").write_text("\n".join(lines[:20000]) + "\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="20000 wordpieces"):
+        Painter.from_pretrained(d, device="cpu")
+
+
+def test_unknown_name_and_missing_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAINTER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelNotFoundError, match="Did you mean pai-painter-base-zh"):
+        resolve("pai-painter-bse-zh")
+    with pytest.raises(ModelNotFoundError, match=str(tmp_path / "cache" / "pai-painter-large-zh")):
+        resolve("pai-painter-large-zh")
+    with pytest.raises(ModelNotFoundError, match="no directory"):
+        resolve(str(tmp_path / "nowhere"))
+    (tmp_path / "cache" / "pai-painter-base-zh").mkdir(parents=True)
+    assert resolve("alibaba-pai/pai-painter-base-zh") == tmp_path / "cache" / "pai-painter-base-zh"
+
+
+def test_conversion_round_trip_is_bit_identical(easynlp_dir, tmp_path):
+    ours = tmp_path / "ours"
+    back = tmp_path / "back"
+    assert main(["convert", str(easynlp_dir), str(ours)]) == 0
+    assert (ours / PAINTER_WEIGHTS).is_file() and json.loads((ours / "config.json").read_text())["format"] == "painter"
+    assert main(["convert", str(ours), str(back)]) == 0
+    a = torch.load(easynlp_dir / EASYNLP_WEIGHTS, weights_only=True)
+    b = torch.load(back / EASYNLP_WEIGHTS, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((back / "config.json").read_text()) == json.loads((easynlp_dir / "config.json").read_text())
+    images = [Painter.from_pretrained(d, device="cpu").generate(["红苹果", "宽松T恤"], seed=3, num_images=2)
+              for d in (easynlp_dir, ours, back)]
+    as_bytes = [[im.tobytes() for ims in run for im in ims] for run in images]
+    assert as_bytes[0] == as_bytes[1] == as_bytes[2]
+
+
+def test_convert_refuses_a_non_empty_destination(easynlp_dir, tmp_path):
+    (tmp_path / "x.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="not empty"):
+        convert(easynlp_dir, tmp_path)
+    assert (tmp_path / "x.txt").read_text() == "keep me"

@@ -1,0 +1,52 @@
+import pytest
+
+from painter.errors import CheckpointError, PromptError
+from painter.text import TextTokenizer
+from conftest import VOCAB
+
+REFERENCE_VECTOR = [23983, 23707, 20101, 18750, 17175, 18146, 21090, 24408, 17068, 19725, 17428, 21076, 19577,
+                    19833, 21657]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return TextTokenizer(VOCAB)
+
+
+def test_reference_test_vector(tok):
+    t = tok("风阁水帘今在眼，且来先看早梅红")
+    assert t.ids[:15] == REFERENCE_VECTOR
+    assert t.ids[15:] == [16384] * 17  # [PAD]=0 shifted by the image vocabulary
+    assert len(t.ids) == 32 and t.dropped == 0 and t.unknown == 0
+
+
+def test_lowercase_accents_and_no_special_tokens(tok):
+    t = tok("Café ABC")
+    assert t.pieces == ["cafe", "abc"]
+    assert 101 + 16384 not in t.ids and 102 + 16384 not in t.ids  # no [CLS]/[SEP]
+
+
+def test_long_prompt_is_cut_and_reported(tok):
+    t = tok("红" * 40)
+    assert len(t.ids) == 32 and t.dropped == 8 and t.used_text == "红" * 32
+
+
+def test_unknown_characters_are_counted(tok):
+    t = tok("红苹果😀")
+    assert t.unknown == 1 and t.pieces[-1] == "[UNK]"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\n\t"])
+def test_empty_prompt_is_an_error(tok, bad):
+    with pytest.raises(PromptError, match="empty"):
+        tok(bad)
+
+
+def test_prompt_of_only_unknown_characters_is_an_error(tok):
+    with pytest.raises(PromptError, match="vocabulary"):
+        tok("😀😀😀")
+
+
+def test_missing_vocab_file(tmp_path):
+    with pytest.raises(CheckpointError, match="vocab.txt"):
+        TextTokenizer(tmp_path / "vocab.txt")
