@@ -1,0 +1,81 @@
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from painter import pipeline
+from painter.data.images import tensor_to_pil
+from painter.errors import ModelNotFoundError, PromptError
+
+
+def decode_b64_png(s: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(s, validate=True)))
+    assert image.format == "PNG"
+    return image
+
+
+def test_easynlp_style_pipeline(easynlp_dir, painter):
+    gen = pipeline("text2image_generation", model_path=str(easynlp_dir), max_generated_num=2, device="cpu")
+    out = gen(["宽松T恤", "红苹果"])
+    assert [o["text"] for o in out] == ["宽松T恤", "红苹果"]
+    assert all(len(o["gen_imgbase64"]) == 2 for o in out)
+    image = decode_b64_png(out[1]["gen_imgbase64"][0])
+    assert image.size == (16, 16) and image.mode == "RGB"
+    # the same pixels as the Python API with the same seed
+    assert image.tobytes() == painter.generate("红苹果", seed=0)[0][0].tobytes()
+    single = pipeline(str(easynlp_dir), device="cpu")("红苹果")
+    assert len(single) == 1 and len(single[0]["gen_imgbase64"]) == 1
+
+
+def test_pipeline_errors(easynlp_dir):
+    with pytest.raises(ModelNotFoundError, match="model_path"):
+        pipeline("text2image_generation")
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        pipeline("pai-painter-huge-zh")
+    with pytest.raises(PromptError):
+        pipeline(str(easynlp_dir), device="cpu")([""])
+
+
+def test_stream_yields_partial_previews_then_the_final_image(painter):
+    frames = list(painter.stream("红苹果", seed=2, preview_every=4))
+    assert [(f.step, f.final) for f in frames] == [(4, False), (8, False), (12, False), (16, True)]
+    assert frames[-1].image.tobytes() == painter.generate("红苹果", seed=2)[0][0].tobytes()
+    assert frames[-1].image.info["seed"] == 2 and frames[-1].total == 16
+    # after 4 of 16 codes (a 4x4 grid of 4px cells) the first row is painted, the rest is neutral grey
+    first = np.asarray(frames[0].image)
+    assert (first[4:] == 127).all()
+    assert not (first[:4] == 127).all()
+    sixth = np.asarray(list(painter.stream("红苹果", seed=2, preview_every=6))[0].image)
+    assert (sixth[4:8, 8:] == 127).all() and (sixth[8:] == 127).all()
+
+
+def test_stream_several_images_and_no_previews(painter):
+    frames = list(painter.stream("宽松T恤", seed=9, num_images=3, preview_every=0))
+    assert len(frames) == 1 and frames[0].final and len(frames[0].images) == 3 and frames[0].seeds == [9, 10, 11]
+    direct = painter.generate("宽松T恤", seed=9, num_images=3)[0]
+    assert [im.tobytes() for im in frames[0].images] == [im.tobytes() for im in direct]
+
+
+def test_closing_the_stream_stops_sampling(painter, monkeypatch):
+    calls = []
+    original = painter.model.transformer.forward_cached
+    monkeypatch.setattr(painter.model.transformer, "forward_cached", lambda *a: calls.append(1) or original(*a))
+    stream = painter.stream("红苹果", preview_every=2)
+    next(stream)
+    assert len(calls) == 2  # the prefill and one token step
+    stream.close()
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert len(calls) == 2
+    assert torch.is_grad_enabled()  # the sampler's inference mode does not leak into the caller
+
+
+def test_image_conversion_truncates_like_the_reference():
+    x = torch.full((1, 3, 2, 2), 10.9 / 127.5 - 1)
+    x[0, 0, 0, 0] = 2.0
+    x[0, 1, 0, 0] = -3.0
+    a = np.asarray(tensor_to_pil(x)[0])
+    assert a[1, 1, 0] == 10 and a[0, 0, 0] == 255 and a[0, 0, 1] == 0

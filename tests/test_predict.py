@@ -1,0 +1,127 @@
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from painter.serving.cli import EXIT_ERROR, EXIT_REJECTED, main
+from conftest import ROOT
+
+GOOD = ["红苹果", "宽松T恤", "一只俏皮的狗正跑过草地", "一片水域的景色以日落为背景"]
+
+
+def write_input(path: Path, n_good: int = 4, bad: bool = True) -> Path:
+    lines = [f"{i}\t{GOOD[i % 4]}{i}\n".encode() for i in range(n_good)]
+    if bad:
+        lines[2:2] = [b"b1\n", b"b2\t\n", "b3\t😀😀\n".encode(), b"b4\t\xff\xfe\n", "b5\t狗\ta\tb\n".encode(), b"\n"]
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def predict(model, inp, out, *extra) -> int:
+    return main(["-q", "predict", "--model", str(model), "--input", str(inp), "--output", str(out), *extra])
+
+
+def test_predict_end_to_end_with_rejected_rows(easynlp_dir, tmp_path):
+    inp, out = write_input(tmp_path / "in.tsv"), tmp_path / "out.tsv"
+    assert predict(easynlp_dir, inp, out, "--num-images", "2") == EXIT_REJECTED
+    rows = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r[0] for r in rows] == ["0", "0", "1", "1", "2", "2", "3", "3"]
+    assert rows[0][1] == "红苹果0" and rows[7][1] == "一片水域的景色以日落为背景3"
+    image = Image.open(io.BytesIO(base64.b64decode(rows[0][2], validate=True)))
+    assert image.format == "PNG" and image.size == (16, 16) and image.mode == "RGB"
+    assert rows[0][2] != rows[1][2]  # image 1 uses seed + 1
+    rejected = [line.split("\t") for line in (tmp_path / "out.tsv.rejected").read_text(encoding="utf-8").splitlines()]
+    assert [(r[0], r[1].split(" ")[0]) for r in rejected] == [
+        ("3", "expected"), ("4", "empty"), ("5", "none"), ("6", "not"), ("7", "expected")]
+    assert "UTF-8" in rejected[3][1] and "4 column" in rejected[4][1]
+
+
+def test_training_tsv_is_accepted_and_clean_run_exits_zero(easynlp_dir, tmp_path):
+    inp, out = tmp_path / "train.tsv", tmp_path / "out.tsv"
+    inp.write_text("a\t红苹果\tiVBORw0KGgo=\nb\t宽松T恤\tiVBORw0KGgo=\n", encoding="utf-8")
+    (tmp_path / "out.tsv.rejected").write_text("stale")
+    assert predict(easynlp_dir, inp, out) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert not (tmp_path / "out.tsv.rejected").exists()
+
+
+def test_resume_repairs_a_torn_line_and_gives_the_same_file(easynlp_dir, tmp_path):
+    inp = write_input(tmp_path / "in.tsv", n_good=6)
+    full, resumed = tmp_path / "full.tsv", tmp_path / "resumed.tsv"
+    predict(easynlp_dir, inp, full, "--num-images", "2", "--batch-size", "3")
+    data = full.read_bytes()
+    lines = data.splitlines(keepends=True)
+    resumed.write_bytes(b"".join(lines[:5]) + lines[5][:37])  # 2.5 prompts done, last line torn
+    assert predict(easynlp_dir, inp, resumed, "--num-images", "2", "--batch-size", "4") == EXIT_REJECTED
+    assert resumed.read_bytes() == data
+    # a finished job re-run changes nothing
+    assert predict(easynlp_dir, inp, resumed, "--num-images", "2") == EXIT_REJECTED
+    assert resumed.read_bytes() == data
+
+
+def test_resume_after_a_real_kill(easynlp_dir, tmp_path):
+    inp = tmp_path / "in.tsv"
+    inp.write_text("".join(f"{i}\t{GOOD[i % 4]}\n" for i in range(300)), encoding="utf-8")
+    killed, full = tmp_path / "killed.tsv", tmp_path / "full.tsv"
+    cmd = [sys.executable, "-m", "painter", "-q", "predict", "--model", str(easynlp_dir), "--input", str(inp),
+           "--output", str(killed), "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and (not killed.exists() or killed.read_bytes().count(b"\n") < 2):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = killed.read_bytes().count(b"\n")
+    assert 2 <= partial < 300
+    assert predict(easynlp_dir, inp, killed) == 0
+    assert predict(easynlp_dir, inp, full) == 0
+    assert killed.read_bytes() == full.read_bytes()
+
+
+def test_output_of_another_job_is_not_touched(easynlp_dir, tmp_path, caplog):
+    inp, out = write_input(tmp_path / "in.tsv", bad=False), tmp_path / "out.tsv"
+    out.write_text("x\tsomething else\tAAAA\n", encoding="utf-8")
+    assert predict(easynlp_dir, inp, out) == EXIT_ERROR
+    assert "another job" in caplog.text
+    assert out.read_text(encoding="utf-8") == "x\tsomething else\tAAAA\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num-images", "0"], "number of images"),
+    (["--top-k", "0"], "top_k"),
+    (["--top-k", "129"], "codebook size 128"),
+    (["--temperature", "0"], "temperature"),
+    (["--temperature", "-2"], "temperature"),
+    (["--batch-size", "0"], "batch-size"),
+    (["--precision", "fp8"], "unknown precision"),
+    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
+])
+def test_bad_options_are_refused_before_anything_is_written(easynlp_dir, tmp_path, caplog, args, message):
+    inp, out = write_input(tmp_path / "in.tsv", bad=False), tmp_path / "out.tsv"
+    assert predict(easynlp_dir, inp, out, *args) == EXIT_ERROR
+    assert message in caplog.text
+    assert not out.exists() or out.stat().st_size == 0
+
+
+def test_unwritable_output_missing_input_and_unknown_model(easynlp_dir, tmp_path, caplog):
+    inp = write_input(tmp_path / "in.tsv", bad=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert predict(easynlp_dir, inp, blocker / "out.tsv") == EXIT_ERROR
+    assert "cannot write output" in caplog.text
+    assert predict(easynlp_dir, tmp_path / "missing.tsv", tmp_path / "out.tsv") == EXIT_ERROR
+    assert "cannot read input" in caplog.text
+    assert predict("no-such-model", inp, tmp_path / "out.tsv") == EXIT_ERROR
+    assert "unknown model 'no-such-model'" in caplog.text
+
+
+def test_cli_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "painter", "--version"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("painter ")
