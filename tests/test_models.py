@@ -106,3 +106,29 @@ def test_grid_sizes_follow_the_config():
     cfg = tiny_config()
     assert cfg.vqgan.grid_size == 4 and cfg.img_len == 16 and cfg.text_vocab_size == 21128
     assert VQGANConfig().grid_size == 16
+
+
+def test_packed_linears_give_the_same_logits_and_tokens():
+    from painter.models.packed import PackedLinear, onednn_available, pack_linears
+
+    if not onednn_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=300, block_size=48, n_layer=3, n_head=4, n_embd=64)
+    plain = GPT(cfg, img_vocab_size=100).eval()
+    packed = GPT(cfg, img_vocab_size=100).eval()
+    packed.load_state_dict(plain.state_dict())
+    assert pack_linears(packed) == 3 * 6 + 1 and isinstance(packed.head, PackedLinear)
+    seq = torch.randint(0, 300, (2, 48))
+    with torch.inference_mode():
+        a, b = plain(seq), packed(seq)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_packing_is_skipped_without_onednn(monkeypatch):
+    from painter.models import packed as packed_module
+
+    monkeypatch.setattr(packed_module, "onednn_available", lambda: False)
+    gpt = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=1, n_embd=8), 10)
+    assert packed_module.pack_linears(gpt) == 0 and isinstance(gpt.head, torch.nn.Linear)

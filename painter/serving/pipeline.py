@@ -20,6 +20,7 @@ from painter.checkpoints import build_model, load_checkpoint
 from painter.data.images import tensor_to_pil
 from painter.errors import CheckpointError, SamplingError
 from painter.models import PainterModel
+from painter.models.packed import pack_linears
 from painter.precision import resolve_device, resolve_dtype
 from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
 from painter.text import TextTokenizer, TokenizedPrompt
@@ -51,7 +52,11 @@ class Frame:
 
 
 class Painter:
-    """A text-to-image model ready to paint: ``Painter.from_pretrained(...).generate(["红苹果"])``."""
+    """A text-to-image model ready to paint: ``Painter.from_pretrained(...).generate(["红苹果"])``.
+
+    It is for inference only: on CPU the GPT's Linear layers are prepacked for oneDNN, so ``painter.model``
+    cannot be saved or trained (load the checkpoint again for that).
+    """
 
     def __init__(self, model: PainterModel, tokenizer: TextTokenizer, device: torch.device,
                  precision: str = "fp32", name: str = "model"):
@@ -76,6 +81,8 @@ class Painter:
         model = build_model(checkpoint)
         model.to(dev)
         model.transformer.to(dtype)
+        if dev.type == "cpu":
+            pack_linears(model.transformer)
         log.info("loaded %s (%s) on %s in %s", model_dir, checkpoint.format, dev, precision)
         return cls(model, tokenizer, dev, precision, name=Path(str(name_or_path)).name)
 
