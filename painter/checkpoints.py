@@ -174,13 +174,10 @@ def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, source
 
 
 def _load_torch_bin(path: Path) -> dict[str, torch.Tensor]:
+    # Read into memory rather than memory-mapping: once the CPU path has repacked the GPT weights the
+    # originals can be freed, whereas mapped file pages would stay resident beside the copies.
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated, corrupt or unsafe pickles
         raise CheckpointError(f"{path} could not be read (truncated or corrupt file, or not a PyTorch state dict): "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
