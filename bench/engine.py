@@ -156,7 +156,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}, "
           f"reference {'full' if args.full_reference else 'estimated from 5 measured steps'}")
-    header = ("| model | batch | reference s/img | ours s/img | ours tokens/s | speed-up | decode s | "
+    header = ("| model | batch | reference s/img | ref tokens/s | ours s/img | ours tokens/s | speed-up | decode s | "
               "peak RSS ref / ours GB | max |cached-full| logit |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
@@ -167,7 +167,7 @@ def main() -> None:
             ours = run_child("ours", model_dir, args)
             for batch in BATCHES:
                 r, o = ref["batches"][str(batch)], ours["batches"][str(batch)]
-                print(f"| {name} | {batch} | {r:.2f} | {o:.2f} | {STEPS / o:.1f} | {r / o:.1f}x | "
+                print(f"| {name} | {batch} | {r:.2f} | {STEPS / r:.1f} | {o:.2f} | {STEPS / o:.1f} | {r / o:.1f}x | "
                       f"{ours['decode_s']:.2f} | {ref['rss_gb']:.2f} / {ours['rss_gb']:.2f} | "
                       f"{ref['max_logit_diff']:.1e} |", flush=True)
 

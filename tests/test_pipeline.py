@@ -79,3 +79,22 @@ def test_image_conversion_truncates_like_the_reference():
     x[0, 1, 0, 0] = -3.0
     a = np.asarray(tensor_to_pil(x)[0])
     assert a[1, 1, 0] == 10 and a[0, 0, 0] == 255 and a[0, 0, 1] == 0
+
+
+def test_long_prompt_runs_and_reports_the_cut(painter, caplog):
+    prompt = "一只俏皮的狗正跑过草地" * 4  # 44 characters, 44 wordpieces
+    image = painter.generate(prompt)[0][0]
+    assert image.info["dropped_tokens"] == 12 and image.info["used_prompt"] == prompt[:32]
+    assert "12 dropped" in caplog.text
+
+
+def test_bf16_runs_on_cpu_and_fp16_is_refused(easynlp_dir):
+    from painter import Painter
+    from painter.errors import DeviceError
+
+    bf16 = Painter.from_pretrained(easynlp_dir, device="cpu", precision="bf16")
+    assert bf16.model.transformer.tok_emb.weight.dtype == torch.bfloat16
+    frames = list(bf16.stream("红苹果", preview_every=8))
+    assert frames[-1].final and frames[-1].image.size == (16, 16)
+    with pytest.raises(DeviceError, match="fp16 needs a CUDA GPU"):
+        Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp16")

@@ -85,6 +85,15 @@ def test_resume_after_a_real_kill(easynlp_dir, tmp_path):
     assert killed.read_bytes() == full.read_bytes()
 
 
+def test_random_seed_is_picked_and_reported(easynlp_dir, tmp_path, caplog):
+    inp, out = write_input(tmp_path / "in.tsv", n_good=1, bad=False), tmp_path / "out.tsv"
+    assert predict(easynlp_dir, inp, out, "--seed", "-1") == 0
+    seed = int(caplog.text.split("picked seed ")[1].split(";")[0])
+    again = tmp_path / "again.tsv"
+    assert predict(easynlp_dir, inp, again, "--seed", str(seed)) == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
 def test_output_of_another_job_is_not_touched(easynlp_dir, tmp_path, caplog):
     inp, out = write_input(tmp_path / "in.tsv", bad=False), tmp_path / "out.tsv"
     out.write_text("x\tsomething else\tAAAA\n", encoding="utf-8")

@@ -20,7 +20,7 @@ from painter.data.files import atomic_output
 from painter.data.images import png_base64
 from painter.data.tsv import PromptRow, RejectedRow, read_prompt_rows, tsv_line
 from painter.errors import DataError, PainterError, SamplingError
-from painter.sampling import SamplingConfig, image_seeds
+from painter.sampling import SamplingConfig, image_seeds, resolve_seed
 from painter.serving.pipeline import Painter
 from painter.text import TokenizedPrompt
 
@@ -102,7 +102,10 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
     output = Path(output_path)
     if batch_size < 1:
         raise SamplingError(f"--batch-size must be at least 1, got {batch_size}")
-    image_seeds(seed, num_images)
+    if seed == -1:
+        seed = resolve_seed(seed)
+        log.warning("--seed -1 picked seed %d; pass --seed %d to resume this job with the same images", seed, seed)
+    image_seeds(resolve_seed(seed), num_images)
     sampling = SamplingConfig(top_k, top_p, temperature).validate(painter.config.img_vocab_size)
     check_writable(output)
 
