@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -29,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from painter.data.files import atomic_output
 from painter.errors import CheckpointError, ConfigError, ModelNotFoundError
-from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig
+from painter.models import VQGAN, GPTConfig, ModelConfig, PainterModel, VQGANConfig
 from painter.models.gpt import reference_attention_mask
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,21 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} could not be read (truncated or corrupt safetensors file): {exc}") from exc
 
 
+def _shared_vqgan_tensors(model_dir: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """A Painter model may name a VQGAN directory (``"vqgan_path"``, relative to itself) instead of holding
+    the VQGAN tensors, so several models trained on one VQGAN (the demo pair) ship it once."""
+    relative = _read_json(model_dir / CONFIG_FILE).get("vqgan_path")
+    if not relative:
+        return {}
+    vqgan_dir = (model_dir / relative).resolve()
+    if not vqgan_dir.is_dir():
+        raise ModelNotFoundError(f"{model_dir / CONFIG_FILE} uses the VQGAN in {vqgan_dir}, which does not exist")
+    vqgan = load_vqgan(vqgan_dir)
+    if vqgan.config != config.vqgan:
+        raise ConfigError(f"the VQGAN in {vqgan_dir} does not have the sizes {model_dir / CONFIG_FILE} expects")
+    return {f"first_stage_model.{k}": v for k, v in vqgan.state_dict().items()}
+
+
 def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     """Read and strictly check a model directory of either layout."""
     model_dir = Path(model_dir)
@@ -206,6 +222,8 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
         raise CheckpointError(f"{vocab} is missing; copy the model's vocab.txt (Chinese BERT, 21,128 lines) there")
     weights = model_dir / (PAINTER_WEIGHTS if fmt == "painter" else EASYNLP_WEIGHTS)
     raw = _load_safetensors(weights) if fmt == "painter" else _load_torch_bin(weights)
+    if fmt == "painter":
+        raw.update(_shared_vqgan_tensors(model_dir, config))
     state = check_state_dict(raw, config, weights)
     log.info("read %s model from %s (%d tensors)", fmt, model_dir, len(state))
     return Checkpoint(config=config, state_dict=state, vocab_file=vocab, format=fmt, path=model_dir)
@@ -219,14 +237,24 @@ def build_model(checkpoint: Checkpoint) -> PainterModel:
     return model.float().eval()
 
 
-def save_painter(model: PainterModel, vocab_file: Path, dst: str | Path) -> Path:
-    """Write ``model`` in our layout (config.json + model.safetensors + vocab.txt)."""
+def save_painter(model: PainterModel, vocab_file: Path, dst: str | Path, dtype: torch.dtype | None = None,
+                 vqgan_dir: str | Path | None = None) -> Path:
+    """Write ``model`` in our layout (config.json + model.safetensors + vocab.txt).
+
+    ``dtype`` stores the weights in another float format (fp16 halves the size; loading makes them fp32
+    again). ``vqgan_dir`` writes the VQGAN there once and makes the model refer to it.
+    """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
+    config = {"format": "painter", "format_version": PAINTER_FORMAT_VERSION, **model.config.to_dict()}
+    if vqgan_dir is not None:
+        save_vqgan(model.first_stage_model, vqgan_dir, dtype)
+        state = {k: v for k, v in state.items() if not k.startswith("first_stage_model.")}
+        config["vqgan_path"] = os.path.relpath(Path(vqgan_dir).resolve(), dst.resolve())
     with atomic_output(dst / PAINTER_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "painter_format_version": str(PAINTER_FORMAT_VERSION)})
-    _write_config(dst, {"format": "painter", "format_version": PAINTER_FORMAT_VERSION, **model.config.to_dict()})
+    _write_config(dst, config)
     _copy_vocab(vocab_file, dst)
     return dst
 
@@ -261,8 +289,48 @@ def _copy_vocab(vocab_file: Path, dst: Path) -> None:
             shutil.copyfile(vocab_file, tmp)
 
 
-def convert(src: str | Path, dst: str | Path, to: str | None = None) -> Path:
-    """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one)."""
+VQGAN_WEIGHTS = "vqgan.safetensors"
+
+
+def save_vqgan(vqgan: VQGAN, dst: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """A standalone VQGAN directory (``painter train-vqgan`` output): config.json + vqgan.safetensors."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in vqgan.state_dict().items()}
+    with atomic_output(dst / VQGAN_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    _write_config(dst, {"format": "painter-vqgan", "format_version": PAINTER_FORMAT_VERSION,
+                        "vqgan": asdict(vqgan.config)})
+    return dst
+
+
+def load_vqgan(src: str | Path) -> VQGAN:
+    """A VQGAN from a standalone VQGAN directory or from a full model directory of either layout."""
+    src = Path(src)
+    if not (src / VQGAN_WEIGHTS).is_file():
+        checkpoint = load_checkpoint(src)
+        return build_model(checkpoint).first_stage_model
+    data = _read_json(src / CONFIG_FILE)
+    try:
+        config = VQGANConfig(**data["vqgan"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{src / CONFIG_FILE} is not a VQGAN config: {exc}") from exc
+    state = _load_safetensors(src / VQGAN_WEIGHTS)
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in VQGAN(config).state_dict().items()}
+    problems = [k for k in expected if k not in state or state[k].shape != expected[k]] + \
+               [k for k in state if k not in expected]
+    if problems:
+        raise CheckpointError(f"{src / VQGAN_WEIGHTS} does not match its config: {', '.join(problems[:5])}")
+    vqgan = VQGAN(config)
+    vqgan.load_state_dict(state)  # copies into fp32 parameters whatever the stored float format
+    return vqgan.eval()
+
+
+def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torch.dtype | None = None,
+            vqgan_dir: str | Path | None = None) -> Path:
+    """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one);
+    for the Painter layout optionally in another float format and with a shared VQGAN directory."""
     checkpoint = load_checkpoint(src)
     to = to or ("painter" if checkpoint.format == "easynlp" else "easynlp")
     if to not in ("painter", "easynlp"):
@@ -271,5 +339,8 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None) -> Path:
     if dst.exists() and any(dst.iterdir()):
         raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
     model = build_model(checkpoint)
-    save = save_painter if to == "painter" else save_easynlp
-    return save(model, checkpoint.vocab_file, dst)
+    if to == "painter":
+        return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
+    if dtype is not None or vqgan_dir is not None:
+        raise CheckpointError("--dtype and --shared-vqgan apply to the Painter layout only")
+    return save_easynlp(model, checkpoint.vocab_file, dst)

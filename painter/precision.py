@@ -33,3 +33,19 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError("fp16 needs a CUDA GPU (CPUs have no fast fp16 matmul); use bf16 or fp32 on CPU")
     return PRECISIONS[precision]
+
+
+def training_autocast(precision: str, device: torch.device):
+    """The autocast context for a training forward pass: 'auto' is bf16 where the hardware has it
+    (CUDA with bf16, or a CPU with AVX512-BF16/AMX), else fp32; fp16 is CUDA only (with a GradScaler)."""
+    import contextlib
+
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext(), "fp32"
+    dtype = resolve_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype), precision

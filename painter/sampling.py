@@ -27,6 +27,7 @@ class SamplingConfig:
     top_k: int | None = None  # None: the reference's 100, or the whole codebook if it is smaller
     top_p: float = 1.0
     temperature: float = 1.0
+    guidance_scale: float = 1.0  # classifier-free guidance; 1.0 is plain conditional sampling
 
     def validate(self, codebook_size: int) -> "SamplingConfig":
         """A checked copy with ``top_k`` filled in; raises SamplingError naming the bad value."""
@@ -39,7 +40,13 @@ class SamplingConfig:
             raise SamplingError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not float(self.temperature) > 0.0 or self.temperature == float("inf"):
             raise SamplingError(f"temperature must be a positive number, got {self.temperature!r}")
+        if not 0.0 <= float(self.guidance_scale) <= 50.0:
+            raise SamplingError(f"guidance_scale must be between 0 and 50, got {self.guidance_scale!r}")
         return self
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
 
 
 def resolve_seed(seed: int) -> int:
@@ -86,6 +93,12 @@ def next_token_probs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return top_p_filter(torch.softmax(logits, dim=-1), cfg.top_p)
 
 
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows [cond; uncond] (2B, V) -> uncond + scale * (cond - uncond) (B, V)."""
+    cond, uncond = logits.float().chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
 def draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """One code per row [B], each row from its own generator, as the reference draws at batch size 1."""
     return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
@@ -97,21 +110,29 @@ def make_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Ge
 
 @torch.inference_mode()
 def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Generator], cfg: SamplingConfig,
-                 steps: int) -> Iterator[tuple[int, torch.Tensor]]:
+                 steps: int, uncond_ids: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (step, codes[B, steps]) after each sampled token; codes beyond ``step`` are not yet valid.
 
-    One prefill over the text, then one single-token forward per step against the cache. Closing the
-    generator stops sampling at once.
+    One prefill over the text, then one single-token forward per step against the cache. With guidance the
+    unconditional rows (``uncond_ids``, the all-[PAD] caption) ride in the same batch. Closing the generator
+    stops sampling at once.
     """
     batch = text_ids.shape[0]
     if len(generators) != batch:
         raise ValueError(f"{len(generators)} generators for a batch of {batch}")
+    if cfg.guided:
+        if uncond_ids is None:
+            raise ValueError("guidance needs the unconditional caption ids")
+        text_ids = torch.cat([text_ids, uncond_ids.expand(batch, -1)])
     dtype = next(gpt.parameters()).dtype
-    cache = KVCache.empty(gpt.config, batch, dtype, text_ids.device, max_len=text_ids.shape[1] + steps - 1)
+    cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, text_ids.device, max_len=text_ids.shape[1] + steps - 1)
     codes = torch.zeros(batch, steps, dtype=torch.long, device=text_ids.device)
     logits = gpt.forward_cached(text_ids, cache)
     for step in range(steps):
+        if cfg.guided:
+            logits = guide(logits, cfg.guidance_scale)
         codes[:, step] = draw(next_token_probs(logits, cfg), generators)
         yield step + 1, codes
         if step + 1 < steps:
-            logits = gpt.forward_cached(codes[:, step:step + 1], cache)
+            fed = codes[:, step:step + 1]
+            logits = gpt.forward_cached(torch.cat([fed, fed]) if cfg.guided else fed, cache)

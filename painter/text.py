@@ -63,3 +63,7 @@ class TextTokenizer:
             dropped=len(enc.ids) - len(kept_ids),
             unknown=unknown,
         )
+
+    def unconditional(self) -> list[int]:
+        """The all-[PAD] caption that caption dropout trains and guidance samples against."""
+        return [PAD_ID + self.img_vocab_size] * self.text_len

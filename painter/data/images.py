@@ -25,3 +25,39 @@ def png_bytes(image: Image.Image, pnginfo=None) -> bytes:
 def png_base64(image: Image.Image) -> str:
     """Standard base64 of a PNG, as the reference writes ``gen_imgbase64``."""
     return base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+class ImageDecodeError(ValueError):
+    """A base64 string or image file that cannot be turned into a picture."""
+
+
+def decode_base64_image(data: str) -> Image.Image:
+    """urlsafe or standard base64 of any image format Pillow reads -> a fully loaded image."""
+    text = data.strip()
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+    except (ValueError, base64.binascii.Error) as exc:
+        raise ImageDecodeError(f"bad base64 ({exc})") from exc
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except Exception as exc:  # Pillow raises many types for truncated or foreign bytes
+        raise ImageDecodeError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+    return image
+
+
+def to_model_input(image: Image.Image, resolution: int) -> torch.Tensor:
+    """RGB (transparent parts composited on white), shortest side resized to ``resolution``, centre-cropped,
+    scaled to [-1, 1]: [3, R, R]. This is the reference's preprocessing, plus the alpha handling."""
+    if image.mode in ("RGBA", "LA", "P") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = resolution / min(w, h)
+    image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

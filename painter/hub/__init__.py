@@ -12,6 +12,10 @@ from pathlib import Path
 from painter.errors import ModelNotFoundError
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = "demo-large"
+
+
 def cache_dir() -> Path:
     """Where downloaded models live: $PAINTER_CACHE, else ~/.cache/painter."""
     return Path(os.environ.get("PAINTER_CACHE") or Path.home() / ".cache" / "painter")
@@ -32,6 +36,12 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     known = registry()
     for candidate in (name, name.removeprefix("alibaba-pai/")):
         if candidate in known:
+            if "bundled" in known[candidate]:
+                bundled = PROJECT_ROOT / known[candidate]["bundled"]
+                if bundled.is_dir():
+                    return bundled
+                raise ModelNotFoundError(f"the bundled model {candidate!r} is missing from {bundled}; "
+                                         "re-clone the repository or rebuild it with recipes/demo-models.sh")
             cached = cache_dir() / candidate
             if cached.is_dir():
                 return cached

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -138,6 +139,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(config.n_embd, img_vocab_size, bias=False)
         self.apply(_init_weights)
         nn.init.normal_(self.pos_emb, std=0.02)
+        self.gradient_checkpointing = False  # recompute block activations in backward to save memory
 
     def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
         t = idx.shape[1]
@@ -147,7 +149,12 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Full forward over ``idx`` [B, T] -> logits [B, T, img_vocab] (training, reference recompute)."""
-        x = self.blocks(self._embed(idx, 0))
+        x = self._embed(idx, 0)
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.head(self.ln_f(x))
 
     def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:

@@ -219,8 +219,8 @@ class VectorQuantizer(nn.Module):
     def nearest_codes(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, C, H, W] -> code indices [B, H*W] in row-major order."""
         b, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
-        codebook = self.embedding.weight.to(flat.dtype)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()  # distances in fp32 even under autocast
+        codebook = self.embedding.weight.float()
         dist = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1)[None, :] - 2 * flat @ codebook.t()
         return dist.argmin(dim=1).view(b, h * w)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from painter import __version__
 from painter.errors import PainterError
+from painter.hub import DEFAULT_MODEL
 
 EXIT_ERROR, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 3, 130
 log = logging.getLogger("painter")
@@ -24,6 +25,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (default 100)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative (default 1.0)")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance for models trained with caption dropout (default 1.0 = off)")
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -38,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="paint every prompt of a TSV file (resumable)")
-    p.add_argument("--model", required=True, help="model directory or known model name")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model directory or known model name (default {DEFAULT_MODEL}, bundled)")
     p.add_argument("--input", required=True, help="TSV rows idx<TAB>text (a third column is ignored)")
     p.add_argument("--output", required=True, help="TSV rows idx<TAB>text<TAB>base64 PNG; re-run to resume")
     _add_sampling_args(p)
@@ -51,8 +55,119 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="new directory for the converted model")
     p.add_argument("--to", choices=("painter", "easynlp"), default=None,
                    help="target layout (default: the other one)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="store the weights in this float format")
+    p.add_argument("--shared-vqgan", help="write the VQGAN to this directory once and refer to it")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("train", help="fine-tune a model's GPT on a TSV of captioned images (resumable)")
+    p.add_argument("--model", help="model directory or name to fine-tune (EasyNLP or Painter layout)")
+    p.add_argument("--vqgan", help="instead of --model: train a new GPT on this VQGAN directory...")
+    p.add_argument("--size", help="...of this size (demo-base, demo-large)")
+    p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64")
+    p.add_argument("--valid", help="held-out TSV for the evaluation loss")
+    p.add_argument("--output", required=True, help="run directory; the model is written to OUTPUT/model")
+    _add_loop_args(p, lr=4e-5, batch_size=16)
+    p.add_argument("--caption-dropout", type=float, default=0.0,
+                   help="probability of training on an empty caption (for guidance)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="validation loss, VQGAN PSNR and R-precision@1 of a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--valid", required=True, help="held-out TSV (idx, text, imgbase64)")
+    p.add_argument("--captions-from", help="TSV whose captions R@1 paints (default: --valid)")
+    p.add_argument("--captions", type=int, default=200)
+    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("data", help="build data sets")
+    p.add_argument("dataset", choices=("emoji",), help="emoji: Twemoji images with Chinese names")
+    p.add_argument("--output", default="data/emoji", help="directory for train.tsv, valid.tsv, ATTRIBUTION.md")
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("train-vqgan", help="train a VQGAN on the images of a TSV file (resumable)")
+    p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64")
+    p.add_argument("--valid", help="held-out TSV for the reconstruction PSNR")
+    p.add_argument("--output", required=True, help="run directory; the VQGAN is written to OUTPUT/vqgan")
+    p.add_argument("--config", default="small", help="size preset: small (64px, 16x16 codes) or f16 (256px)")
+    _add_loop_args(p, lr=4e-4, batch_size=32)
+    p.add_argument("--disc-start", type=int, default=None, help="add the patch discriminator after N steps")
+    p.add_argument("--disc-weight", type=float, default=0.1)
+    p.set_defaults(func=_train_vqgan)
     return parser
+
+
+def _add_loop_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--batch-size", type=int, default=batch_size, help="per process and micro-step")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--eval-every", type=int, default=0, help="optimizer steps between evaluations (0: at the end)")
+    p.add_argument("--save-every", type=int, default=200, help="optimizer steps between checkpoints")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (CUDA) autocast")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start over in an OUTPUT that holds another run")
+
+
+def _loop_config(args: argparse.Namespace):
+    from painter.training.loop import LoopConfig
+
+    return LoopConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                      warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, eval_every=args.eval_every,
+                      save_every=args.save_every, seed=args.seed, progress=not args.quiet)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from painter.evaluation import evaluate
+
+    result = evaluate(args.model, Path(args.valid), Path(args.captions_from) if args.captions_from else None,
+                      args.captions, args.candidates, args.seed, args.guidance_scale)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from painter.data.emoji import build_emoji_dataset
+
+    counts = build_emoji_dataset(args.output)
+    log.info("wrote %s: %d train and %d validation rows from %d images", args.output, counts["train"],
+             counts["valid"], counts["images"])
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from painter.precision import resolve_device
+    from painter.training.gpt_trainer import train_gpt
+
+    record = train_gpt(Path(args.train), Path(args.output), _loop_config(args), model=args.model,
+                       vqgan=args.vqgan, size=args.size, valid=Path(args.valid) if args.valid else None,
+                       device=resolve_device(args.device), precision=args.precision,
+                       caption_dropout=args.caption_dropout, gradient_checkpointing=args.grad_checkpointing,
+                       resume=args.resume, overwrite=args.overwrite)
+    log.info("finished: %s", record)
+    return 0
+
+
+def _train_vqgan(args: argparse.Namespace) -> int:
+    from painter.precision import resolve_device
+    from painter.training.vqgan_trainer import PRESETS, train_vqgan
+
+    if args.config not in PRESETS:
+        raise PainterError(f"unknown VQGAN config {args.config!r}; choose one of {', '.join(PRESETS)}")
+    record = train_vqgan(Path(args.train), Path(args.output), args.config, _loop_config(args),
+                         valid=Path(args.valid) if args.valid else None, device=resolve_device(args.device),
+                         resume=args.resume, overwrite=args.overwrite, disc_start=args.disc_start,
+                         disc_weight=args.disc_weight, precision=args.precision)
+    log.info("finished: %s", record)
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -62,7 +177,7 @@ def _predict(args: argparse.Namespace) -> int:
     painter = Painter.from_pretrained(args.model, device=args.device, precision=args.precision)
     report = predict(painter, args.input, args.output, seed=args.seed, num_images=args.num_images,
                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                     batch_size=args.batch_size, progress=not args.quiet)
+                     guidance_scale=args.guidance_scale, batch_size=args.batch_size, progress=not args.quiet)
     log.info("%d image row(s) written to %s (%d were already there)", report.written, args.output, report.skipped)
     if report.rejected:
         log.warning("%d input row(s) rejected; see %s", len(report.rejected), rejects_path(Path(args.output)))
@@ -73,7 +188,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from painter.checkpoints import convert
 
-    dst = convert(args.src, args.dst, to=args.to)
+    from painter.precision import PRECISIONS
+
+    dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,
+                  vqgan_dir=args.shared_vqgan)
     log.info("wrote %s", dst)
     return 0
 

@@ -100,13 +100,16 @@ class Painter:
                         self.config.text_len, tokens.dropped, tokens.used_text)
         return tokens
 
-    def _sampling(self, top_k: int | None, top_p: float, temperature: float) -> SamplingConfig:
-        return SamplingConfig(top_k=top_k, top_p=top_p, temperature=temperature).validate(self.config.img_vocab_size)
+    def _sampling(self, top_k: int | None, top_p: float, temperature: float,
+                  guidance_scale: float = 1.0) -> SamplingConfig:
+        return SamplingConfig(top_k=top_k, top_p=top_p, temperature=temperature,
+                              guidance_scale=guidance_scale).validate(self.config.img_vocab_size)
 
     def _codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> Iterator[tuple[int, torch.Tensor]]:
         text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
+        uncond = torch.tensor([self.tokenizer.unconditional()], dtype=torch.long, device=self.device)
         generators = make_generators([seed for _, seed in rows], self.device)
-        return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len)
+        return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond)
 
     def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
         """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""
@@ -126,14 +129,15 @@ class Painter:
     # -- the API ------------------------------------------------------------------------------------------
 
     def generate(self, prompts: str | Sequence[str], seed: int = 0, num_images: int = 1, top_k: int | None = None,
-                 top_p: float = 1.0, temperature: float = 1.0, batch_size: int = 8) -> list[list[Image.Image]]:
+                 top_p: float = 1.0, temperature: float = 1.0, batch_size: int = 8,
+                 guidance_scale: float = 1.0) -> list[list[Image.Image]]:
         """One list of images per prompt. Image j of a prompt uses seed + j (seed -1: a random one, reported
         in each image's ``info['seed']``)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if batch_size < 1:
             raise SamplingError(f"batch_size must be at least 1, got {batch_size}")
-        sampling = self._sampling(top_k, top_p, temperature)
+        sampling = self._sampling(top_k, top_p, temperature, guidance_scale)
         seeds = image_seeds(resolve_seed(seed), num_images)
         tokenized = [self.tokenize(p) for p in prompts]
         rows = [(i, tokens, s) for i, tokens in enumerate(tokenized) for s in seeds]
@@ -146,12 +150,12 @@ class Painter:
         return results
 
     def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None, top_p: float = 1.0,
-               temperature: float = 1.0, preview_every: int = 16) -> Iterator[Frame]:
+               temperature: float = 1.0, preview_every: int = 16, guidance_scale: float = 1.0) -> Iterator[Frame]:
         """Yield a Frame with real decodes of the partial grids every ``preview_every`` tokens (0: none),
         then the final frame. Closing the iterator stops sampling at once."""
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
             raise SamplingError(f"preview_every must be a whole number >= 0, got {preview_every!r}")
-        sampling = self._sampling(top_k, top_p, temperature)
+        sampling = self._sampling(top_k, top_p, temperature, guidance_scale)
         seeds = image_seeds(resolve_seed(seed), num_images)
         tokens = self.tokenize(prompt)
         total = self.config.img_len
@@ -168,7 +172,7 @@ class Painter:
     def _params(self, prompt: str, tokens: TokenizedPrompt, seed: int, sampling: SamplingConfig) -> dict:
         return {"prompt": prompt, "used_prompt": tokens.used_text, "dropped_tokens": tokens.dropped,
                 "seed": seed, "top_k": sampling.top_k, "top_p": sampling.top_p,
-                "temperature": sampling.temperature, "model": self.name}
+                "temperature": sampling.temperature, "guidance_scale": sampling.guidance_scale, "model": self.name}
 
 
 def grey_out(images: torch.Tensor, sampled: int, grid: int) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Training: the resumable loop shared by both trainers, GPT fine-tuning, VQGAN training, evaluation."""

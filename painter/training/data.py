@@ -1,0 +1,93 @@
+"""Training examples from the reference's TSV (``idx<TAB>text<TAB>imgbase64``): every bad row is skipped,
+counted and listed with its file and line; identical images are decoded and encoded once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from painter.data.files import atomic_output
+from painter.data.images import ImageDecodeError, decode_base64_image, to_model_input
+from painter.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Examples:
+    texts: list[str]
+    lines: list[int]  # line number of each text in its file
+    image_of_row: list[int]  # index into ``images`` for each text
+    images: torch.Tensor  # [N_unique, 3, R, R] in [-1, 1]
+    image_hashes: list[str]
+    rejects: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, reason)
+
+
+def read_examples(path: str | Path, resolution: int) -> Examples:
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    texts, lines, image_of_row, tensors, hashes, rejects = [], [], [], [], [], []
+    index_of: dict[str, int] = {}
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                cols = raw.decode("utf-8").split("\t")
+            except UnicodeDecodeError:
+                rejects.append((str(path), number, "not UTF-8 text"))
+                continue
+            if len(cols) != 3:
+                rejects.append((str(path), number, f"expected idx<TAB>text<TAB>imgbase64, found {len(cols)} column(s)"))
+                continue
+            text, b64 = cols[1].strip(), cols[2].strip()
+            if not text:
+                rejects.append((str(path), number, "empty text"))
+                continue
+            key = hashlib.sha1(b64.encode()).hexdigest()
+            if key not in index_of:
+                try:
+                    tensors.append(to_model_input(decode_base64_image(b64), resolution))
+                except ImageDecodeError as exc:
+                    rejects.append((str(path), number, str(exc)))
+                    continue
+                index_of[key] = len(hashes)
+                hashes.append(key)
+            texts.append(text)
+            lines.append(number)
+            image_of_row.append(index_of[key])
+    for file, line, reason in rejects[:20]:
+        log.warning("%s line %d skipped: %s", file, line, reason)
+    if len(rejects) > 20:
+        log.warning("... and %d more rows skipped", len(rejects) - 20)
+    if not texts:
+        raise DataError(f"{path} has no valid rows (idx<TAB>text<TAB>imgbase64); {len(rejects)} rejected")
+    return Examples(texts, lines, image_of_row, torch.stack(tensors), hashes, rejects)
+
+
+def write_rejects(output: Path, rejects: list[tuple[str, int, str]]) -> None:
+    """List skipped rows (once each, even when a file is read twice, e.g. as train and valid)."""
+    rejects = sorted(set(rejects), key=lambda r: (r[0], r[1]))
+    path = output / "rejects.tsv"
+    if not rejects:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{f}\t{line}\t{reason}\n" for f, line, reason in rejects), encoding="utf-8")
+    log.warning("%d row(s) skipped; listed in %s", len(rejects), path)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

