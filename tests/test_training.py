@@ -179,16 +179,14 @@ def test_vqgan_training_improves_reconstruction(tmp_path):
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(easynlp_dir, tmp_path):
     data = synthetic_tsv(tmp_path / "train.tsv")
-    common = ["--model", str(easynlp_dir), "--train", str(data), "--lr", "3e-3", "--epochs", "2",
-              "--precision", "fp32", "--device", "cpu", "-q"]
+    args = ["-q", "train", "--model", str(easynlp_dir), "--train", str(data), "--valid", str(data), "--lr", "3e-3",
+            "--epochs", "2", "--precision", "fp32", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "painter", "train", *common[-1:], *common[:-1],
-                          "--batch-size", "4", "--output", str(tmp_path / "one")],
+    one = subprocess.run([sys.executable, "-m", "painter", *args, "--batch-size", "4", "--output", str(tmp_path / "one")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "painter", "-q", "train", *common[:-1], "--batch-size", "2",
-                          "--output", str(tmp_path / "two")],
+                          "-m", "painter", *args, "--batch-size", "2", "--output", str(tmp_path / "two")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = log_records(tmp_path / "one"), log_records(tmp_path / "two")
@@ -196,7 +194,10 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(easynlp_d
     # rank 0 logs its own half-batch loss; the weights after the same global batches must agree
     wa, wb = load_file(tmp_path / "one" / "model" / "model.safetensors"), load_file(
         tmp_path / "two" / "model" / "model.safetensors")
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    # summation order differs (mean of 4 vs mean of two means of 2), which Adam's normalisation amplifies
+    # for near-zero gradients to ~1e-5; a real sharding bug moves weights by ~lr = 3e-3
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    assert [r["grad_norm"] for r in a] == pytest.approx([r["grad_norm"] for r in b], rel=1e-4)
     assert abs(a[-1]["eval_loss"] - b[-1]["eval_loss"]) < 1e-4
 
 
