@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 EPOCHS_VQGAN=${EPOCHS_VQGAN:-16}
-EPOCHS_BASE=${EPOCHS_BASE:-12}
-EPOCHS_LARGE=${EPOCHS_LARGE:-6}
+EPOCHS_BASE=${EPOCHS_BASE:-16}
+EPOCHS_LARGE=${EPOCHS_LARGE:-9}
 
 python -m painter data emoji --output data/emoji
 
@@ -32,4 +32,5 @@ for size in demo-base demo-large; do
     --shared-vqgan assets/models/demo-vqgan
   python -m painter eval --model "assets/models/$size" --valid data/emoji/valid.tsv \
     --captions-from data/emoji/train.tsv > "$RUNS/$size-eval.json"
+  python recipes/model_card.py "$size" "$RUNS" assets/models
 done

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # GPT sizes for models trained from scratch on a VQGAN (the bundled demo models).
 SIZES = {
     "demo-base": dict(n_layer=4, n_head=4, n_embd=160),
-    "demo-large": dict(n_layer=8, n_head=8, n_embd=224),
+    "demo-large": dict(n_layer=6, n_head=6, n_embd=192),
 }
 
 
