@@ -22,6 +22,7 @@ class ModelConfig:
     gpt: GPTConfig = field(default_factory=GPTConfig)
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     text_len: int = 32
+    caption_dropout: float = 0.0  # > 0: trained with empty captions too, so guidance_scale > 1 is meaningful
 
     @property
     def img_vocab_size(self) -> int:
@@ -57,13 +58,15 @@ class ModelConfig:
         return self
 
     def to_dict(self) -> dict:
-        return {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len}
+        return {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len,
+                "caption_dropout": self.caption_dropout}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         try:
             return cls(gpt=GPTConfig(**data["gpt"]), vqgan=VQGANConfig(**data["vqgan"]),
-                       text_len=int(data.get("text_len", 32))).validate()
+                       text_len=int(data.get("text_len", 32)),
+                       caption_dropout=float(data.get("caption_dropout", 0.0))).validate()
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"model config is missing or has unknown fields: {exc}") from exc
 

@@ -1,0 +1,330 @@
+"""The studio: a Gradio app where artists paint from Chinese prompts.
+
+Tabs: 创作 Create (prompt, style, model, sampling, seed, streaming previews, PNG download and restore),
+对比 Compare (two models, one prompt and seed, side by side), 历史 History, 模型 Models. Painting events share
+one queue and one concurrency group, so on a CPU the models never fight over the same cores; Stop cancels
+the running job at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from painter import __version__
+from painter.errors import PainterError
+from painter.sampling import MAX_SEED, resolve_seed
+from painter.ui.metadata import read_params, save_png
+from painter.ui.models import ModelManager
+from painter.ui.styles import StylePreset, load_styles
+
+log = logging.getLogger(__name__)
+
+STYLES_DIR = Path(__file__).resolve().parents[2] / "styles"
+DISPLAY = 256  # pictures are shown and saved at least this large (the demo models paint 64x64)
+AUTO = "auto"
+PAINT_GROUP = "paint"
+ARTICLE_EXAMPLES = ["宽松T恤", "女童套头毛衣打底衫秋冬针织衫童装儿童内搭上衣", "春夏真皮工作鞋女深色软皮久站舒适上班面试职业皮鞋",
+                    "一只俏皮的狗正跑过草地", "一片水域的景色以日落为背景"]
+EMOJI_EXAMPLES = ["红苹果", "火箭", "狐狸", "樱桃", "一个笑脸"]
+
+try:  # on Hugging Face ZeroGPU the painting functions must run inside spaces.GPU
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+
+def display(image: Image.Image) -> Image.Image:
+    if image.width >= DISPLAY:
+        return image
+    return image.resize((DISPLAY, DISPLAY), Image.LANCZOS)
+
+
+class Studio:
+    """The functions behind the UI (plain Python, so they are testable without a browser)."""
+
+    def __init__(self, manager: ModelManager, styles: list[StylePreset], output_dir: Path | None = None):
+        self.manager = manager
+        self.styles = {s.id: s for s in styles}
+        self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="painter-studio-"))
+
+    # -- choices ------------------------------------------------------------------------------------------
+
+    def model_for(self, style_id: str, choice: str) -> tuple[str, str]:
+        """(model name, one-line note for the user) for a style and a model choice."""
+        style = self.styles.get(style_id) or next(iter(self.styles.values()))
+        if choice and choice != AUTO:
+            return self.manager.entry(choice).name, ""
+        name, preferred = self.manager.best_for(style.model)
+        if preferred or not style.model:
+            return name, ""
+        return name, (f"「{style.name_zh}」风格的模型 `{style.model}` 未安装，获取方法：`painter download {style.model}`。"
+                      f"现在用 **{name}** 作画。 (The preset's model is not installed; painting with {name}.)")
+
+    def style_changed(self, style_id: str, choice: str):
+        style = self.styles[style_id]
+        note = self.model_for(style_id, choice)[1]
+        s = style.sampling
+        return (note, gr.update(value=s.get("top_k", 100)), gr.update(value=s.get("top_p", 1.0)),
+                gr.update(value=s.get("temperature", 1.0)), gr.update(value=s.get("guidance_scale", 1.0)),
+                gr.update(samples=[[e] for e in style.examples] or [[e] for e in EMOJI_EXAMPLES]))
+
+    def guidance_allowed(self, style_id: str, choice: str):
+        try:
+            name, _ = self.model_for(style_id, choice)
+            return gr.update(interactive=self.manager.entry(name).guidance)
+        except PainterError:
+            return gr.update(interactive=False)
+
+    # -- painting -----------------------------------------------------------------------------------------
+
+    def _check(self, prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise gr.Error("请输入提示词，例如「红苹果」。 (Type a prompt first.)")
+        try:
+            values = dict(top_k=int(top_k), top_p=float(top_p), temperature=float(temperature),
+                          guidance_scale=float(guidance), seed=int(seed), num_images=int(num_images),
+                          preview_every=int(preview_every))
+        except (TypeError, ValueError) as exc:
+            raise gr.Error(f"参数不是数字 (a parameter is not a number): {exc}") from exc
+        if not 1 <= values["num_images"] <= 4:
+            raise gr.Error("图片数量须在 1 到 4 之间 (1 to 4 images).")
+        if not 0 <= values["preview_every"] <= 256:
+            raise gr.Error("预览间隔须在 0 到 256 之间 (preview interval 0 to 256).")
+        if not (values["seed"] == -1 or 0 <= values["seed"] <= MAX_SEED):
+            raise gr.Error("种子须为 -1（随机）或非负整数 (seed -1 for random, or >= 0).")
+        return values
+
+    def paint(self, prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed, num_images,
+              preview_every, stream_name: str = ""):
+        """Yield (images, status line, seed used, params) while painting; the last yield has the PNG paths."""
+        values = self._check(prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every)
+        try:
+            name, note = self.model_for(style_id, model_choice)
+            painter = self.manager.get(name)
+            style = self.styles.get(style_id) or next(iter(self.styles.values()))
+            full_prompt = style.apply(prompt)
+            tokens = painter.tokenize(full_prompt)
+            used_seed = resolve_seed(values["seed"])
+            frames = painter.stream(full_prompt, seed=used_seed, num_images=values["num_images"],
+                                    top_k=values["top_k"], top_p=values["top_p"], temperature=values["temperature"],
+                                    preview_every=values["preview_every"], guidance_scale=values["guidance_scale"])
+            notes = [note] if note else []
+            if tokens.dropped:
+                notes.append(f"提示词超过 {painter.config.text_len} 个词元，模型只看到：「{tokens.used_text}」 "
+                             f"({tokens.dropped} wordpieces cut)")
+            if tokens.unknown:
+                notes.append(f"{tokens.unknown} 个字不在词表中 (characters outside the vocabulary)")
+            params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
+                      "top_k": values["top_k"], "top_p": values["top_p"], "temperature": values["temperature"],
+                      "guidance_scale": values["guidance_scale"], "version": __version__}
+            for frame in frames:
+                status = (f"{stream_name}{frame.step} / {frame.total} tokens · {frame.elapsed:.1f} s · "
+                          f"{frame.tokens_per_second:.0f} tokens/s")
+                if notes:
+                    status += "  \n" + "  \n".join(notes)
+                images = [display(im) for im in frame.images]
+                if frame.final:
+                    paths = [save_png(im, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png",
+                                      {**params, "seed": s}) for im, s in zip(images, frame.seeds)]
+                    yield paths, status, used_seed, params
+                else:
+                    yield images, status, used_seed, params
+        except PainterError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def create(self, prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed, num_images,
+               preview_every, history):
+        history = list(history or [])
+        for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p,
+                                                              temperature, guidance, seed, num_images, preview_every):
+            if images and isinstance(images[0], Path):
+                history = [{**params, "seed": params["seed"] + i, "path": str(p)}
+                           for i, p in enumerate(images)] + history
+                yield [str(p) for p in images], status, used_seed, [str(p) for p in images], history
+            else:
+                yield images, status, used_seed, gr.skip(), gr.skip()
+
+    def compare(self, prompt, seed, model_a, model_b, preview_every):
+        """Both models stream, frame by frame in turn (one worker, no fight over cores)."""
+        seed = resolve_seed(int(seed)) if str(seed).lstrip("-").isdigit() else -2
+        if seed == -2:
+            raise gr.Error("种子须为整数 (seed must be a whole number).")
+        streams = {side: self.paint(prompt, "plain", model, 100, 1.0, 1.0, 1.0, seed, 1, preview_every,
+                                    stream_name=f"{model} · ")
+                   for side, model in (("a", model_a), ("b", model_b))}
+        latest = {"a": (None, ""), "b": (None, "")}
+        while streams:
+            for side in list(streams):
+                try:
+                    images, status, _, _ = next(streams[side])
+                    latest[side] = (str(images[0]) if isinstance(images[0], Path) else images[0], status)
+                except StopIteration:
+                    del streams[side]
+            yield latest["a"][0], latest["a"][1], latest["b"][0], latest["b"][1]
+
+    def restore(self, file):
+        """A dropped PNG -> every parameter it was painted with (or a message that it holds none)."""
+        path = getattr(file, "name", file)
+        params = read_params(path) if path else None
+        keep = [gr.skip()] * 8
+        if not params:
+            return [*keep, "这张 PNG 没有 Painter 参数。 (No Painter parameters in this PNG.)"]
+        style = params.get("style") if params.get("style") in self.styles else gr.skip()
+        model = params.get("model") if params.get("model") in self.manager.names else AUTO
+        return [params.get("prompt", gr.skip()), style, model, params.get("seed", -1), params.get("top_k", 100),
+                params.get("top_p", 1.0), params.get("temperature", 1.0), params.get("guidance_scale", 1.0),
+                f"已恢复参数 (restored): {params.get('model')} · seed {params.get('seed')}"]
+
+    def reuse(self, history, evt: gr.SelectData):
+        item = (history or [])[evt.index]
+        return (item["prompt"], item["style"], item["model"] if item["model"] in self.manager.names else AUTO,
+                item["seed"], item["top_k"], item["top_p"], item["temperature"], item["guidance_scale"])
+
+    def models_table(self):
+        rows = [[e.name, e.family, e.size, f"{e.megabytes:.1f}", e.source, e.licence, "yes" if e.guidance else "no"]
+                for e in (self.manager.entry(n) for n in self.manager.names)]
+        lines = [f"- `{n}` ({m.get('domain', '')}, {m.get('licence', '')}): `painter download {n}`"
+                 for n, m in self.manager.downloadable()]
+        return rows, "\n".join(lines) or "（全部已安装 all installed）"
+
+    def default_pair(self) -> tuple[str, str]:
+        names = self.manager.names
+        for a, b in (("pai-painter-base-zh", "pai-painter-large-zh"), ("demo-base", "demo-large")):
+            if a in names and b in names:
+                return a, b
+        return (names[0], names[-1]) if names else ("", "")
+
+
+def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
+    model_choices = [("自动 · follow the style", AUTO)] + [(n, n) for n in studio.manager.names]
+    style_choices = [(s.label, s.id) for s in studio.styles.values()]
+    first_style = next(iter(studio.styles.values()))
+    with gr.Blocks(title="Painter 画师") as demo:
+        gr.Markdown("# Painter 画师\n中文文生图：输入提示词，看着画一笔一笔画出来。 Chinese text-to-image, painted token by token.")
+        history = gr.State([])
+        with gr.Tab("创作 Create"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    prompt = gr.Textbox(label="提示词 Prompt", placeholder="例如：红苹果", lines=2, elem_id="prompt")
+                    with gr.Row():
+                        style = gr.Dropdown(style_choices, value=first_style.id, label="风格 Style", elem_id="style")
+                        model = gr.Dropdown(model_choices, value=AUTO, label="模型 Model", elem_id="model")
+                    note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1])
+                    with gr.Row():
+                        generate = gr.Button("生成", variant="primary", elem_id="generate")
+                        stop = gr.Button("停止", variant="stop", elem_id="stop")
+                    status = gr.Markdown("", elem_id="status")
+                    gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height=560, elem_id="gallery")
+                    files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
+                with gr.Column(scale=2):
+                    with gr.Accordion("采样 Sampling", open=True):
+                        top_k = gr.Number(value=100, precision=0, minimum=1, label="top-k")
+                        top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
+                        temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="温度 Temperature")
+                        guidance = gr.Slider(1.0, 10.0, value=1.0, step=0.5, label="引导 Guidance",
+                                             interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"])
+                    with gr.Row():
+                        seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)")
+                        used = gr.Number(value=None, precision=0, label="所用种子 Seed used", interactive=False)
+                    with gr.Row():
+                        dice = gr.Button("🎲 随机种子")
+                        reuse_seed = gr.Button("♻️ 复用种子 Reuse")
+                    num_images = gr.Slider(1, 4, value=1, step=1, label="图片数量 Images")
+                    preview_every = gr.Slider(0, 64, value=16, step=4, label="预览间隔 Preview every N tokens")
+                    restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"])
+                    restore_msg = gr.Markdown("")
+            examples = gr.Dataset(components=[prompt], samples=[[e] for e in first_style.examples or EMOJI_EXAMPLES],
+                                  label="示例 Examples")
+            gr.Examples([[e] for e in ARTICLE_EXAMPLES], inputs=[prompt], label="文章中的例子 From the article")
+
+        inputs = [prompt, style, model, top_k, top_p, temperature, guidance, seed, num_images, preview_every]
+        event = generate.click(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
+                               api_name="generate", concurrency_id=PAINT_GROUP, concurrency_limit=workers)
+        prompt.submit(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
+                      api_name=False, concurrency_id=PAINT_GROUP)
+        stop.click(None, None, None, cancels=[event], api_name=False)
+        examples.click(lambda row: row[0], [examples], [prompt], api_name=False)
+        style.change(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
+                     api_name=False)
+        for trigger in (style, model):
+            trigger.change(studio.guidance_allowed, [style, model], [guidance], api_name=False)
+        model.change(lambda s, m: studio.model_for(s, m)[1], [style, model], [note], api_name=False)
+        dice.click(lambda: resolve_seed(-1), None, [seed], api_name=False)
+        reuse_seed.click(lambda u: u if u is not None else -1, [used], [seed], api_name=False)
+        restore_file.upload(studio.restore, [restore_file],
+                            [prompt, style, model, seed, top_k, top_p, temperature, guidance, restore_msg],
+                            api_name="restore")
+
+        with gr.Tab("对比 Compare"):
+            a_default, b_default = studio.default_pair()
+            with gr.Row():
+                c_prompt = gr.Textbox(label="提示词 Prompt", value="红苹果", scale=3)
+                c_seed = gr.Number(value=0, precision=0, label="种子 Seed", scale=1)
+                c_preview = gr.Slider(0, 64, value=16, step=4, label="预览间隔 Preview every")
+            with gr.Row():
+                c_model_a = gr.Dropdown(studio.manager.names, value=a_default, label="模型 A")
+                c_model_b = gr.Dropdown(studio.manager.names, value=b_default, label="模型 B")
+            c_go = gr.Button("对比生成 Compare", variant="primary")
+            with gr.Row():
+                with gr.Column():
+                    c_img_a = gr.Image(label="A", format="png", type="filepath")
+                    c_info_a = gr.Markdown()
+                with gr.Column():
+                    c_img_b = gr.Image(label="B", format="png", type="filepath")
+                    c_info_b = gr.Markdown()
+            c_go.click(gpu(studio.compare), [c_prompt, c_seed, c_model_a, c_model_b, c_preview],
+                       [c_img_a, c_info_a, c_img_b, c_info_b], api_name="compare", concurrency_id=PAINT_GROUP)
+
+        with gr.Tab("历史 History"):
+            gr.Markdown("本次会话的作品；点击一张图，把它的参数放回「创作」。 Click a picture to reuse its settings.")
+            h_gallery = gr.Gallery(label="历史 History", columns=4, format="png")
+            history.change(lambda h: [(i["path"], f"{i['prompt']} · {i['model']} · seed {i['seed']}") for i in h],
+                           [history], [h_gallery], api_name=False)
+            h_gallery.select(studio.reuse, [history],
+                             [prompt, style, model, seed, top_k, top_p, temperature, guidance], api_name=False)
+
+        with gr.Tab("模型 Models"):
+            rows, downloads = studio.models_table()
+            gr.Dataframe(rows, headers=["名称 name", "系列 family", "大小 size", "MB", "来源 source", "许可 licence",
+                                        "引导 guidance"], interactive=False)
+            gr.Markdown("### 可下载 Downloadable\n" + downloads)
+    demo.queue(max_size=queue_size, default_concurrency_limit=workers)
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Painter studio")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--model", action="append", default=[], help="another model directory or name (repeatable)")
+    p.add_argument("--styles", default=str(STYLES_DIR), help="folder of style preset JSON files")
+    p.add_argument("--workers", type=int, default=1, help="jobs painting at once (1 suits a CPU)")
+    p.add_argument("--queue-size", type=int, default=16, help="waiting jobs before new ones are told it is busy")
+    return p.parse_args(argv)
+
+
+def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Namespace]:
+    args = parse_args(argv)
+    manager = ModelManager(args.model, device=args.device, precision=args.precision)
+    studio = Studio(manager, load_styles(args.styles))
+    return build(studio, workers=args.workers, queue_size=args.queue_size), args
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="painter: %(message)s")
+    demo, args = create_app(argv)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=gr.themes.Soft())

@@ -1,0 +1,39 @@
+"""Generation parameters in PNG text chunks: written with every image, read back from a dropped PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+KEY = "painter"
+FIELDS = ("prompt", "style", "model", "seed", "top_k", "top_p", "temperature", "guidance_scale", "version")
+
+
+def save_png(image: Image.Image, path: str | Path, params: dict) -> Path:
+    """PNG with one JSON chunk (``painter``) for machines and one readable chunk per field for people."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(KEY, json.dumps(params, ensure_ascii=False))
+    for k in FIELDS:
+        if k in params:
+            info.add_itxt(k, str(params[k]))
+    image.save(path, format="PNG", pnginfo=info)
+    return Path(path)
+
+
+def read_params(path: str | Path) -> dict | None:
+    """The parameters stored by :func:`save_png`, or None when the file holds none (or is no image)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            raw = image.info.get(KEY) or getattr(image, "text", {}).get(KEY)
+    except Exception:  # any unreadable upload simply has no parameters
+        return None
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,126 @@
+"""Which models the studio can paint with, loaded lazily and kept loaded.
+
+Models come from the bundled demo pair, the download cache, ``--model`` flags and the ``PAINTER_MODELS``
+variable (paths or names separated by ``os.pathsep``). A model that fails to load reports its error and
+leaves the others usable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from painter import hub
+from painter.checkpoints import read_config
+from painter.errors import PainterError
+from painter.serving.pipeline import Painter
+
+log = logging.getLogger(__name__)
+
+# Preference when a preset's model is missing: the biggest general model first.
+FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "demo-large", "demo-base")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    family: str
+    size: str
+    source: str
+    licence: str
+    guidance: bool  # trained with caption dropout
+
+    @property
+    def megabytes(self) -> float:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) / 1e6
+
+
+def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
+    try:
+        config, _ = read_config(path)
+    except PainterError as exc:
+        log.warning("model %s at %s skipped: %s", name, path, exc)
+        return None
+    known = hub.registry().get(name, {})
+    family = known.get("family") or "custom"
+    size = known.get("size") or ("large" if config.gpt.n_layer >= 24 else "base")
+    return ModelEntry(name, path, family, size, source, known.get("licence", "see the model's files"),
+                      guidance=config.caption_dropout > 0)
+
+
+class ModelManager:
+    def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "fp32"):
+        self.device, self.precision = device, precision
+        self._entries: dict[str, ModelEntry] = {}
+        self._loaded: dict[str, Painter] = {}
+        self._errors: dict[str, str] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        for name, meta in hub.registry().items():
+            if "bundled" in meta:
+                self._add(name, hub.PROJECT_ROOT / meta["bundled"], "bundled")
+            elif (hub.cache_dir() / name).is_dir():
+                self._add(name, hub.cache_dir() / name, "download cache")
+        env = [p for p in os.environ.get("PAINTER_MODELS", "").split(os.pathsep) if p]
+        for spec in [*env, *extra]:
+            try:
+                path = hub.resolve(spec)
+            except PainterError as exc:
+                log.warning("model %s skipped: %s", spec, exc)
+                continue
+            name = spec if spec in hub.registry() else path.name
+            self._add(name, path, "--model" if spec in extra else "PAINTER_MODELS")
+
+    def _add(self, name: str, path: Path, source: str) -> None:
+        if path.is_dir():
+            entry = _entry(name, path, source)
+            if entry:
+                self._entries[name] = entry
+                self._locks[name] = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entry(self, name: str) -> ModelEntry:
+        if name not in self._entries:
+            raise PainterError(f"模型 {name!r} 未安装 (model {name!r} is not installed)")
+        return self._entries[name]
+
+    def best_for(self, preferred: str | None) -> tuple[str, bool]:
+        """(model to use, whether it is the preferred one)."""
+        if preferred in self._entries:
+            return preferred, True
+        for name in FALLBACK_ORDER:
+            if name in self._entries:
+                return name, False
+        if not self._entries:
+            raise PainterError("no model is installed: run `painter download pai-painter-base-zh` or pass --model DIR")
+        return next(iter(self._entries)), False
+
+    def get(self, name: str) -> Painter:
+        """The loaded model (loading it on first use, once even when requests race); a failed load raises
+        its error every time."""
+        entry = self.entry(name)
+        with self._guard:
+            lock = self._locks[name]
+        with lock:
+            if name in self._loaded:
+                return self._loaded[name]
+            if name in self._errors:
+                raise PainterError(self._errors[name])
+            try:
+                painter = Painter.from_pretrained(entry.path, device=self.device, precision=self.precision)
+            except PainterError as exc:
+                self._errors[name] = f"模型 {name} 加载失败 (failed to load): {exc}"
+                raise PainterError(self._errors[name]) from exc
+            painter.name = name
+            self._loaded[name] = painter
+            return painter
+
+    def downloadable(self) -> list[tuple[str, dict]]:
+        return [(n, m) for n, m in hub.registry().items() if n not in self._entries and "bundled" not in m]

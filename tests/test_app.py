@@ -1,0 +1,162 @@
+"""The studio served for real on a free port, driven through gradio_client."""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from painter.checkpoints import save_easynlp, save_painter  # noqa: E402
+from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig  # noqa: E402
+from painter.ui.metadata import read_params  # noqa: E402
+from conftest import VOCAB, tiny_model  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slow_model() -> PainterModel:
+    """A 64x64 VQGAN with a 16x16 grid: 256 tokens, like the real models, so jobs last long enough to cancel."""
+    torch.manual_seed(1)
+    vqgan = VQGANConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8, embed_dim=8,
+                        n_embed=128, resolution=64, norm_groups=8)
+    gpt = GPTConfig(vocab_size=128 + 21128, block_size=32 + 256, n_layer=2, n_head=2, n_embd=32)
+    return PainterModel(ModelConfig(gpt=gpt, vqgan=vqgan))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from painter.ui.app import create_app
+
+    root = tmp_path_factory.mktemp("models")
+    save_painter(tiny_model(), VOCAB, root / "tiny")
+    save_painter(tiny_model(seed=3, n_layer=3), VOCAB, root / "tiny3")
+    save_painter(slow_model(), VOCAB, root / "slow")
+    broken = save_easynlp(tiny_model(), VOCAB, root / "broken")
+    weights = broken / "pytorch_model.bin"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    port = free_port()
+    demo, _ = create_app(["--model", str(root / "tiny"), "--model", str(root / "tiny3"), "--model",
+                          str(root / "slow"), "--model", str(broken), "--port", str(port), "--workers", "2",
+                          "--queue-size", "32"])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def paint_args(prompt="红苹果", model="tiny", seed=5, n=1, preview=4, style="plain"):
+    return (prompt, style, model, 100, 1.0, 1.0, 1.0, seed, n, preview)
+
+
+def run_job(url, *args):
+    client = Client(url, verbose=False)
+    job = client.submit(*args, api_name="/generate")
+    updates = list(job)
+    return job, updates
+
+
+def final_png(updates) -> Path:
+    gallery = updates[-1][0]
+    return Path(gallery[0]["image"] if isinstance(gallery[0].get("image"), str) else gallery[0]["image"]["path"])
+
+
+def test_generate_streams_and_ends_with_a_png_holding_its_parameters(server):
+    job, updates = run_job(server, *paint_args(preview=4))
+    assert len(updates) >= 3  # 3 previews (after 4, 8 and 12 of 16 tokens) and the final picture
+    assert "16 / 16 tokens" in updates[-1][1]
+    png = final_png(updates)
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (256, 256)
+    params = read_params(png)
+    assert params["prompt"] == "红苹果" and params["model"] == "tiny" and params["seed"] == 5
+    assert params["top_k"] == 100 and params["temperature"] == 1.0 and "version" in params
+    assert updates[-1][2] == 5  # the seed used
+
+
+def test_same_seed_same_pixels_and_random_seed_reported(server):
+    a = np.asarray(Image.open(final_png(run_job(server, *paint_args(seed=11))[1])))
+    b = np.asarray(Image.open(final_png(run_job(server, *paint_args(seed=11))[1])))
+    c = np.asarray(Image.open(final_png(run_job(server, *paint_args(seed=12))[1])))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    _, updates = run_job(server, *paint_args(seed=-1))
+    assert updates[-1][2] >= 0 and read_params(final_png(updates))["seed"] == updates[-1][2]
+
+
+def test_cancel_stops_a_running_job_and_frees_the_worker(server):
+    client = Client(server, verbose=False)
+    job = client.submit(*paint_args(model="slow", preview=1), api_name="/generate")
+    deadline = time.time() + 60
+    while time.time() < deadline and len(job.outputs()) < 3:
+        time.sleep(0.02)
+    assert len(job.outputs()) >= 3
+    job.cancel()
+    time.sleep(1.0)
+    seen = len(job.outputs())
+    time.sleep(1.0)
+    assert len(job.outputs()) == seen < 256  # nothing more arrives: sampling stopped
+    assert "256 / 256" not in str(job.outputs()[-1][1])
+    start = time.time()
+    _, updates = run_job(server, *paint_args(model="tiny"))
+    assert "16 / 16" in updates[-1][1] and time.time() - start < 30
+
+
+def test_compare_returns_two_streamed_images(server):
+    client = Client(server, verbose=False)
+    job = client.submit("红苹果", 3, "tiny", "tiny3", 4, api_name="/compare")
+    updates = list(job)
+    assert len(updates) >= 3
+    img_a, info_a, img_b, info_b = updates[-1]
+    assert Image.open(img_a).size == Image.open(img_b).size == (256, 256)
+    assert "tiny · 16 / 16" in info_a and "tiny3 · 16 / 16" in info_b and "tokens/s" in info_b
+    assert not np.array_equal(np.asarray(Image.open(img_a)), np.asarray(Image.open(img_b)))
+
+
+def test_eight_concurrent_clients_all_complete(server):
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: run_job(server, *paint_args(seed=100 + i, preview=0))[1], range(8)))
+    seeds = [read_params(final_png(updates))["seed"] for updates in results]
+    assert sorted(seeds) == list(range(100, 108))
+
+
+@pytest.mark.parametrize("args,message", [
+    (paint_args(prompt="   "), "请输入提示词"),
+    (paint_args(n=9), "1 到 4|maximum value 4"),  # Gradio checks slider ranges itself
+    (paint_args(seed=-7), "种子"),
+    (("红苹果", "plain", "tiny", 0, 1.0, 1.0, 1.0, 1, 1, 4), "minimum value 1"),
+    (("红苹果", "plain", "tiny", 1000, 1.0, 1.0, 1.0, 1, 1, 4), "codebook size 128"),  # in the UI's range, not the model's
+    (("红苹果", "plain", "tiny", 100, 1.0, -1.0, 1.0, 1, 1, 4), "minimum value 0.1"),
+    (paint_args(prompt="😀😀"), "vocabulary"),
+    (paint_args(model="broken"), "加载失败"),
+])
+def test_bad_input_gives_a_message_and_no_stuck_worker(server, args, message):
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match=message):
+        client.predict(*args, api_name="/generate")
+    assert "16 / 16" in run_job(server, *paint_args())[1][-1][1]  # the worker is free, other models work
+
+
+def test_long_prompt_runs_and_says_what_was_used(server):
+    _, updates = run_job(server, *paint_args(prompt="一只俏皮的狗正跑过草地" * 4))
+    assert "模型只看到" in updates[-1][1] and "16 / 16" in updates[-1][1]
+
+
+def test_restore_from_png(server, tmp_path):
+    _, updates = run_job(server, *paint_args(seed=42, style="emoji"))
+    client = Client(server, verbose=False)
+    restored = client.predict(handle_file(str(final_png(updates))), api_name="/restore")
+    assert restored[0] == "红苹果" and restored[1] == "emoji" and restored[2] == "tiny" and restored[3] == 42
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(plain)
+    message = client.predict(handle_file(str(plain)), api_name="/restore")[-1]
+    assert "没有 Painter 参数" in message
