@@ -64,8 +64,9 @@ class Studio:
         """(model name, one-line note for the user) for a style and a model choice."""
         style = self.styles.get(style_id) or next(iter(self.styles.values()))
         if choice and choice != AUTO:
-            return self.manager.entry(choice).name, ""
-        name, preferred = self.manager.best_for(style.model)
+            name, preferred = self.manager.entry(choice).name, style.model in self.manager.names
+        else:
+            name, preferred = self.manager.best_for(style.model)
         if preferred or not style.model:
             return name, ""
         return name, (f"「{style.name_zh}」风格的模型 `{style.model}` 未安装，获取方法：`painter download {style.model}`。"
@@ -220,7 +221,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     with gr.Row():
                         style = gr.Dropdown(style_choices, value=first_style.id, label="风格 Style", elem_id="style")
                         model = gr.Dropdown(model_choices, value=AUTO, label="模型 Model", elem_id="model")
-                    note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1])
+                    note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1], elem_id="note")
                     with gr.Row():
                         generate = gr.Button("生成", variant="primary", elem_id="generate")
                         stop = gr.Button("停止", variant="stop", elem_id="stop")

@@ -1,0 +1,87 @@
+"""The studio in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by Selenium."""
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from test_app import free_port, slow_model  # noqa: E402
+from painter.checkpoints import save_painter  # noqa: E402
+from conftest import VOCAB  # noqa: E402
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+
+RECORD_STATUS = """
+window.__statuses = [];
+const target = document.querySelector('#status');
+new MutationObserver(() => window.__statuses.push(target.innerText)).observe(
+    target, {subtree: true, childList: true, characterData: true});
+"""
+
+
+@pytest.fixture(scope="module")
+def studio_url(tmp_path_factory):
+    from painter.ui.app import create_app
+
+    root = tmp_path_factory.mktemp("browser-models")
+    save_painter(slow_model(), VOCAB, root / "slow")
+    port = free_port()
+    demo, _ = create_app(["--model", str(root / "slow"), "--port", str(port)])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="painter-chromium-")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                 "--window-size=1400,1100", "--lang=zh-CN"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def choose(driver, elem_id: str, text: str) -> None:
+    """Open a Gradio dropdown and click the option whose label contains ``text``."""
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    option = WebDriverWait(driver, 10).until(EC.element_to_be_clickable(
+        (By.CSS_SELECTOR, f"#{elem_id} li[data-testid='dropdown-option'][aria-label*='{text}']")))
+    option.click()
+
+
+def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
+    wait = WebDriverWait(browser, 60)
+    browser.get(studio_url)
+    prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    choose(browser, "model", "slow")
+    prompt.send_keys("红苹果")
+    browser.execute_script(RECORD_STATUS)
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait.until(lambda d: "256 / 256 tokens" in d.find_element(By.CSS_SELECTOR, "#status").text)
+    statuses = browser.execute_script("return window.__statuses")
+    partial = [s for s in statuses if "/ 256 tokens" in s and "256 / 256" not in s]
+    assert partial, statuses  # previews arrived before the final picture
+    images = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
+    assert images and images[0].get_attribute("naturalWidth") == "256"
+    choose(browser, "style", "风景")
+    wait.until(lambda d: "painter download pai-painter-scenery-base-zh" in d.find_element(By.CSS_SELECTOR, "#note").text)
+    assert "slow" in browser.find_element(By.CSS_SELECTOR, "#note").text  # says which model paints instead
+    shot = Path(os.environ.get("PAINTER_SCREENSHOT", tmp_path / "studio.png"))
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
