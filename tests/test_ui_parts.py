@@ -1,0 +1,49 @@
+import json
+
+from PIL import Image
+
+from painter.ui.metadata import read_params, save_png
+from painter.ui.styles import load_styles, parse_preset
+from conftest import ROOT
+
+
+def test_bundled_presets_load_and_name_their_models():
+    styles = {s.id: s for s in load_styles(ROOT / "styles")}
+    assert styles["ecommerce"].model == "pai-painter-commercial-base-zh"
+    assert styles["scenery"].model == "pai-painter-scenery-base-zh"
+    assert styles["painting"].model == "pai-painter-painting-base-zh"
+    assert list(styles)[0] == "plain" and styles["ecommerce"].name_zh == "电商"
+    assert styles["painting"].apply(" 远山 ") == "远山，国画"
+    assert "宽松T恤" in styles["ecommerce"].examples
+
+
+def test_a_broken_preset_is_skipped_and_the_rest_load(tmp_path, caplog):
+    (tmp_path / "good.json").write_text(json.dumps({"name": {"zh": "好", "en": "Good"}, "template": "{prompt}的画"}),
+                                        encoding="utf-8")
+    (tmp_path / "bad-json.json").write_text("{oops", encoding="utf-8")
+    (tmp_path / "no-name.json").write_text(json.dumps({"template": "{prompt}"}), encoding="utf-8")
+    (tmp_path / "bad-template.json").write_text(json.dumps({"name": {"zh": "坏", "en": "Bad"}, "template": "x"}),
+                                                encoding="utf-8")
+    (tmp_path / "bad-sampling.json").write_text(json.dumps({"name": {"zh": "坏", "en": "Bad"},
+                                                            "sampling": {"steps": 3}}), encoding="utf-8")
+    styles = load_styles(tmp_path)
+    assert [s.id for s in styles] == ["good"] and styles[0].apply("猫") == "猫的画"
+    for name in ("bad-json", "no-name", "bad-template", "bad-sampling"):
+        assert f"{name}.json skipped" in caplog.text
+
+
+def test_sampling_defaults_are_typed():
+    preset = parse_preset({"name": {"zh": "a", "en": "b"}, "sampling": {"top_k": "20", "temperature": 1}}, "x.json")
+    assert preset.sampling == {"top_k": 20, "temperature": 1.0} and preset.id == "x"
+
+
+def test_png_parameters_round_trip(tmp_path):
+    params = {"prompt": "红苹果", "style": "emoji", "model": "demo-large", "seed": 7, "top_k": 20, "top_p": 1.0,
+              "temperature": 0.9, "guidance_scale": 1.5, "version": "0.1.0"}
+    path = save_png(Image.new("RGB", (4, 4)), tmp_path / "a.png", params)
+    assert read_params(path) == params
+    with Image.open(path) as image:
+        assert image.text["prompt"] == "红苹果" and image.text["seed"] == "7"  # readable by people too
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    assert read_params(tmp_path / "plain.png") is None and read_params(tmp_path / "junk.png") is None
