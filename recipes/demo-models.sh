@@ -4,20 +4,21 @@
 # Measured on the project's 2-core machine: see assets/models/*/README.md for times and metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
 RUNS=${RUNS:-runs}
 EPOCHS_VQGAN=${EPOCHS_VQGAN:-16}
 EPOCHS_BASE=${EPOCHS_BASE:-16}
 EPOCHS_LARGE=${EPOCHS_LARGE:-9}
 
-python -m painter data emoji --output data/emoji
+$PY -m painter data emoji --output data/emoji
 
-python -m painter -q train-vqgan --train data/emoji/train.tsv --valid data/emoji/valid.tsv \
+$PY -m painter -q train-vqgan --train data/emoji/train.tsv --valid data/emoji/valid.tsv \
   --output "$RUNS/demo-vqgan" --config small --epochs "$EPOCHS_VQGAN" --batch-size 32 --lr 4e-4 \
   --warmup-steps 50 --save-every 50 --eval-every 100 --resume
 
 # The two GPTs train side by side, one core each (small matrices use one core about as well as two).
 train_gpt() {
-  OMP_NUM_THREADS=1 python -m painter -q train --vqgan "$RUNS/demo-vqgan/vqgan" --size "$1" \
+  OMP_NUM_THREADS=1 $PY -m painter -q train --vqgan "$RUNS/demo-vqgan/vqgan" --size "$1" \
     --train data/emoji/train.tsv --valid data/emoji/valid.tsv --output "$RUNS/$1" --epochs "$2" \
     --batch-size 32 --lr 1e-3 --warmup-steps 100 --weight-decay 0.01 --caption-dropout 0.1 \
     --save-every 50 --eval-every 100 --resume
@@ -28,9 +29,9 @@ wait
 
 rm -rf assets/models
 for size in demo-base demo-large; do
-  python -m painter convert "$RUNS/$size/model" "assets/models/$size" --to painter --dtype fp16 \
+  $PY -m painter convert "$RUNS/$size/model" "assets/models/$size" --to painter --dtype fp16 \
     --shared-vqgan assets/models/demo-vqgan
-  python -m painter eval --model "assets/models/$size" --valid data/emoji/valid.tsv \
+  $PY -m painter eval --model "assets/models/$size" --valid data/emoji/valid.tsv \
     --captions-from data/emoji/train.tsv > "$RUNS/$size-eval.json"
-  python recipes/model_card.py "$size" "$RUNS" assets/models
+  $PY recipes/model_card.py "$size" "$RUNS" assets/models
 done

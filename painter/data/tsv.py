@@ -23,8 +23,9 @@ class RejectedRow:
     raw: str  # the line as read (undecodable bytes replaced), for the rejects file
 
 
-def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
-    """Rows ``idx<TAB>text[<TAB>anything]`` (so a training TSV works too); blank lines are skipped."""
+def tsv_rows(path: str | Path, columns: tuple[int, ...], layout: str) -> Iterator[tuple[int, list[str]] | RejectedRow]:
+    """(line number, fields) of every non-blank line; a line that is not UTF-8 or has a column count
+    outside ``columns`` comes back as a RejectedRow naming ``layout``."""
     path = Path(path)
     try:
         fh = open(path, "rb")
@@ -41,12 +42,23 @@ def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
                 yield RejectedRow(number, f"not UTF-8 text (byte {exc.start})", raw.decode("utf-8", "replace"))
                 continue
             cols = line.split("\t")
-            if len(cols) not in (2, 3):
-                yield RejectedRow(number, f"expected idx<TAB>text (optionally <TAB>image), found {len(cols)} column(s)", line)
-            elif not cols[1].strip():
-                yield RejectedRow(number, "empty text", line)
+            if len(cols) not in columns:
+                yield RejectedRow(number, f"expected {layout}, found {len(cols)} column(s)", line)
             else:
-                yield PromptRow(number, cols[0], cols[1])
+                yield number, cols
+
+
+def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
+    """Rows ``idx<TAB>text[<TAB>anything]`` (so a training TSV works too); blank lines are skipped."""
+    for row in tsv_rows(path, (2, 3), "idx<TAB>text (optionally <TAB>image)"):
+        if isinstance(row, RejectedRow):
+            yield row
+            continue
+        number, cols = row
+        if not cols[1].strip():
+            yield RejectedRow(number, "empty text", "\t".join(cols))
+        else:
+            yield PromptRow(number, cols[0], cols[1])
 
 
 def tsv_line(*fields: str) -> str:

@@ -12,6 +12,7 @@ import torch
 
 from painter.data.files import atomic_output
 from painter.data.images import ImageDecodeError, decode_base64_image, to_model_input
+from painter.data.tsv import RejectedRow, tsv_rows
 from painter.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -29,41 +30,29 @@ class Examples:
 
 def read_examples(path: str | Path, resolution: int) -> Examples:
     path = Path(path)
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     texts, lines, image_of_row, tensors, hashes, rejects = [], [], [], [], [], []
     index_of: dict[str, int] = {}
-    with fh:
-        for number, raw in enumerate(fh, start=1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
+    for row in tsv_rows(path, (3,), "idx<TAB>text<TAB>imgbase64"):
+        if isinstance(row, RejectedRow):
+            rejects.append((str(path), row.line, row.reason))
+            continue
+        number, cols = row
+        text, b64 = cols[1].strip(), cols[2].strip()
+        if not text:
+            rejects.append((str(path), number, "empty text"))
+            continue
+        key = hashlib.sha1(b64.encode()).hexdigest()
+        if key not in index_of:
             try:
-                cols = raw.decode("utf-8").split("\t")
-            except UnicodeDecodeError:
-                rejects.append((str(path), number, "not UTF-8 text"))
+                tensors.append(to_model_input(decode_base64_image(b64), resolution))
+            except ImageDecodeError as exc:
+                rejects.append((str(path), number, str(exc)))
                 continue
-            if len(cols) != 3:
-                rejects.append((str(path), number, f"expected idx<TAB>text<TAB>imgbase64, found {len(cols)} column(s)"))
-                continue
-            text, b64 = cols[1].strip(), cols[2].strip()
-            if not text:
-                rejects.append((str(path), number, "empty text"))
-                continue
-            key = hashlib.sha1(b64.encode()).hexdigest()
-            if key not in index_of:
-                try:
-                    tensors.append(to_model_input(decode_base64_image(b64), resolution))
-                except ImageDecodeError as exc:
-                    rejects.append((str(path), number, str(exc)))
-                    continue
-                index_of[key] = len(hashes)
-                hashes.append(key)
-            texts.append(text)
-            lines.append(number)
-            image_of_row.append(index_of[key])
+            index_of[key] = len(hashes)
+            hashes.append(key)
+        texts.append(text)
+        lines.append(number)
+        image_of_row.append(index_of[key])
     for file, line, reason in rejects[:20]:
         log.warning("%s line %d skipped: %s", file, line, reason)
     if len(rejects) > 20:
