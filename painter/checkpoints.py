@@ -343,4 +343,7 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
         return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
     if dtype is not None or vqgan_dir is not None:
         raise CheckpointError("--dtype and --shared-vqgan apply to the Painter layout only")
+    if not checkpoint.config.vqgan.encoder:
+        raise CheckpointError(f"{src} has no VQGAN encoder (converted from PaddleNLP), and EasyNLP would fill it "
+                              "with random weights; keep it in the Painter layout")
     return save_easynlp(model, checkpoint.vocab_file, dst)

@@ -53,3 +53,10 @@ def painter(easynlp_dir):
     from painter import Painter
 
     return Painter.from_pretrained(easynlp_dir, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def no_network_downloads(monkeypatch, tmp_path_factory):
+    """Tests never reach the internet: known names resolve offline, into an empty cache."""
+    monkeypatch.setenv("PAINTER_OFFLINE", "1")
+    monkeypatch.setenv("PAINTER_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from painter.errors import CheckpointError
+
 
 @dataclass(frozen=True)
 class VQGANConfig:
@@ -31,6 +33,7 @@ class VQGANConfig:
     in_channels: int = 3
     out_ch: int = 3
     norm_groups: int = 32
+    encoder: bool = True  # False for decoder-only weights (PaddleNLP ships the VQGAN decoder alone)
 
     def __post_init__(self):
         # JSON gives lists; keep the dataclass hashable and comparable.
@@ -236,10 +239,10 @@ class VQGAN(nn.Module):
     def __init__(self, config: VQGANConfig):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = Encoder(config) if config.encoder else None
         self.decoder = Decoder(config)
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
-        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
+        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1) if config.encoder else None
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
 
     def drop_encoder(self) -> "VQGAN":
@@ -250,7 +253,8 @@ class VQGAN(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, R, R] in [-1, 1] -> codes [B, grid*grid]."""
         if self.encoder is None:
-            raise RuntimeError("this VQGAN was loaded for decoding only; load the checkpoint again to encode")
+            raise CheckpointError("this VQGAN has no encoder (decoder-only weights, or freed for painting), so it "
+                               "cannot turn images into codes; use a checkpoint with the encoder (EasyNLP's archive)")
         return self.quantize.nearest_codes(self.quant_conv(self.encoder(images)))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -50,14 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("convert", help="convert a model between the EasyNLP and Painter layouts")
-    p.add_argument("src", help="model directory (EasyNLP or Painter layout)")
+    p = sub.add_parser("convert", help="convert a model between the EasyNLP, Painter and PaddleNLP layouts")
+    p.add_argument("src", help="model directory (EasyNLP or Painter layout), or with --from paddle a .pdparams file")
     p.add_argument("dst", help="new directory for the converted model")
     p.add_argument("--to", choices=("painter", "easynlp"), default=None,
                    help="target layout (default: the other one)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="store the weights in this float format")
     p.add_argument("--shared-vqgan", help="write the VQGAN to this directory once and refer to it")
+    p.add_argument("--from", dest="source", choices=("paddle",), help="SRC is PaddleNLP's model_state.pdparams")
+    p.add_argument("--vocab", help="with --from paddle: vocab.txt (default: beside SRC, else the bundled one)")
+    p.add_argument("--n-head", type=int, help="with --from paddle: attention heads, for unpublished sizes")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("download", help="download a known model (or hf:OWNER/REPO) into the cache")
+    p.add_argument("name")
+    p.add_argument("--cache-dir", help="default $PAINTER_CACHE or ~/.cache/painter")
+    p.add_argument("--mirror", help="replace the scheme and host of every source URL (e.g. an internal mirror)")
+    p.set_defaults(func=_download)
+
+    p = sub.add_parser("upload", help="publish a Painter-layout model directory to the Hugging Face Hub")
+    p.add_argument("src", help="model directory in the Painter layout (painter convert --to painter)")
+    p.add_argument("repo", help="hf:OWNER/REPO")
+    p.set_defaults(func=_upload)
+
+    p = sub.add_parser("models", help="installed and downloadable models")
+    p.set_defaults(func=_models)
 
     p = sub.add_parser("train", help="fine-tune a model's GPT on a TSV of captioned images (resumable)")
     p.add_argument("--model", help="model directory or name to fine-tune (EasyNLP or Painter layout)")
@@ -121,6 +138,46 @@ def _loop_config(args: argparse.Namespace):
     return LoopConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, eval_every=args.eval_every,
                       save_every=args.save_every, seed=args.seed, progress=not args.quiet)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from painter import hub
+
+    path = hub.download(args.name, cache=args.cache_dir, mirror=args.mirror, progress=not args.quiet)
+    log.info("%s is ready in %s", args.name, path)
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from huggingface_hub import HfApi
+
+    from painter.checkpoints import load_checkpoint
+
+    if not args.repo.startswith("hf:"):
+        raise PainterError(f"the target must look like hf:OWNER/REPO, got {args.repo!r}")
+    if load_checkpoint(args.src).format != "painter":
+        raise PainterError(f"{args.src} is in the EasyNLP layout; convert it first: painter convert {args.src} DST")
+    api = HfApi()
+    api.create_repo(args.repo[3:], exist_ok=True)
+    api.upload_folder(folder_path=args.src, repo_id=args.repo[3:])
+    log.info("uploaded %s to https://huggingface.co/%s", args.src, args.repo[3:])
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from painter import hub
+
+    print(f"{'name':32} {'size':>9}  source      path")
+    for name, meta in hub.registry().items():
+        path = hub.PROJECT_ROOT / meta["bundled"] if "bundled" in meta else hub.cache_dir() / name
+        if path.is_dir():
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+            print(f"{name:32} {size:7.1f}MB  {'bundled' if 'bundled' in meta else 'cache':10}  {path}")
+    print("\ndownloadable:")
+    for name, meta in hub.registry().items():
+        if "bundled" not in meta and not (hub.cache_dir() / name).is_dir():
+            print(f"  painter download {name:32} # {meta['size']}, {meta['domain']}, {meta['licence']}")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -188,6 +245,14 @@ def _predict(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from painter.checkpoints import convert
 
+    if args.source == "paddle":
+        from painter.hub import PROJECT_ROOT
+        from painter.hub.paddle import convert_paddle
+
+        beside = Path(args.src).with_name("vocab.txt")
+        vocab = Path(args.vocab) if args.vocab else beside if beside.is_file() else PROJECT_ROOT / "assets" / "vocab.txt"
+        log.info("wrote %s", convert_paddle(args.src, vocab, args.dst, n_head=args.n_head))
+        return 0
     from painter.precision import PRECISIONS
 
     dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,

@@ -1,0 +1,192 @@
+"""Getting model files over HTTP, safely: streamed, resumable, verified, locked, and honest when offline.
+
+A download goes to ``NAME.part`` in the cache; an interrupted one (Ctrl-C, a cut connection) resumes with
+an HTTP Range request next time, and starts over cleanly when the server ignores Range. Only a file whose
+size and (when known) sha256 check out is renamed into place. Archives are unpacked into a temporary
+directory with every member checked (no absolute paths, no "..", no links leaving the archive, no device
+files, a size limit), the layout is checked, and only then is the model moved into the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from painter.errors import PainterError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+MAX_EXTRACTED_BYTES = 20 * 1024**3  # no pai-painter archive comes close (the large one is ~1.8 GB)
+REQUIRED_FILES = ("config.json", "pytorch_model.bin", "vocab.txt")
+
+
+class DownloadError(PainterError):
+    """A download or an archive that cannot be used; nothing was written to the model's place."""
+
+
+def offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("PAINTER_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def with_mirror(url: str, mirror: str | None) -> str:
+    """Replace the scheme and host of ``url`` by those (and any path prefix) of ``mirror``."""
+    if not mirror:
+        return url
+    parts, base = urllib.parse.urlsplit(url), urllib.parse.urlsplit(mirror)
+    return urllib.parse.urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, ""))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held across processes (two downloads of one model wait for each other)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _check_disk(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DownloadError(f"not enough disk space in {folder}: {needed / 1e9:.2f} GB needed, "
+                            f"{free / 1e9:.2f} GB free (set PAINTER_CACHE to a larger disk)")
+
+
+def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None, retries: int = 5,
+          timeout: float = 30.0, progress: bool = True, space_factor: float = 2.2) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``); verify; rename into place."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    attempt = 0
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"User-Agent": "painter", **({"Range": f"bytes={have}-"} if have else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if have and response.status != 206:
+                    log.info("%s ignores Range requests; starting the download over", urllib.parse.urlsplit(url).netloc)
+                    have = 0
+                length = response.headers.get("Content-Length")
+                total = have + int(length) if length is not None else size
+                _check_disk(dest.parent, int(((total or 0) - have) * space_factor))
+                with open(part, "ab" if have else "wb") as out, tqdm(
+                        total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=dest.name, disable=not progress) as bar:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+                got = part.stat().st_size
+                if total is not None and got != total:
+                    raise ConnectionError(f"connection closed after {got} of {total} bytes")
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # asked past the end: the part file is bad, start over
+                part.unlink(missing_ok=True)
+            elif exc.code < 500:
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+            attempt = _retry(url, attempt, retries, f"HTTP {exc.code}")
+        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == 28:
+                raise DownloadError(f"the disk is full while downloading {url}; {part} is kept for resuming") from exc
+            attempt = _retry(url, attempt, retries, str(exc))
+    got = part.stat().st_size
+    if size is not None and got != size:
+        part.unlink()
+        raise DownloadError(f"{url}: got {got} bytes, expected {size}; the download was discarded")
+    if sha256:
+        digest = _sha256(part)
+        if digest != sha256.lower():
+            part.unlink()
+            raise DownloadError(f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); the download was "
+                                "discarded and nothing was installed")
+    os.replace(part, dest)
+    return dest
+
+
+def _retry(url: str, attempt: int, retries: int, why: str) -> int:
+    if attempt >= retries:
+        raise DownloadError(f"{url}: gave up after {retries + 1} attempts ({why}); run the command again to "
+                            "resume from where it stopped")
+    wait = min(30.0, 0.5 * 2**attempt)
+    log.warning("download interrupted (%s); retrying in %.1f s", why, wait)
+    time.sleep(wait)
+    return attempt + 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safe_extract(archive: Path, dest: Path, limit: int | None = None) -> None:
+    """Unpack a tar archive into ``dest`` after checking every member; refuse the whole archive otherwise."""
+    limit = MAX_EXTRACTED_BYTES if limit is None else limit
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            total = 0
+            for m in members:
+                name = m.name
+                parts = Path(name).parts
+                if name.startswith(("/", "\\")) or Path(name).is_absolute() or ".." in parts:
+                    raise DownloadError(f"{archive} is unsafe: member {name!r} points outside the archive")
+                if m.isdev() or m.isfifo():
+                    raise DownloadError(f"{archive} is unsafe: member {name!r} is a device or pipe")
+                if m.issym() or m.islnk():
+                    target = Path(name).parent / m.linkname if m.issym() else Path(m.linkname)
+                    if Path(m.linkname).is_absolute() or ".." in Path(os.path.normpath(target)).parts:
+                        raise DownloadError(f"{archive} is unsafe: link {name!r} -> {m.linkname!r} leaves the archive")
+                total += max(m.size, 0)
+                if total > limit:
+                    raise DownloadError(f"{archive} expands to more than {limit / 1e9:.1f} GB; refused")
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError) as exc:
+        raise DownloadError(f"{archive} is not a readable tar archive: {exc}") from exc
+
+
+def find_model_root(folder: Path) -> Path:
+    """The directory inside an unpacked archive that holds the model files."""
+    for candidate in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        if all((candidate / f).is_file() for f in REQUIRED_FILES):
+            return candidate
+    present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())[:10]
+    raise DownloadError(f"the archive holds no model directory with {', '.join(REQUIRED_FILES)}; found {present}")
+
+
+def install_archive(url: str, name: str, cache: Path, sha256: str | None = None, size: int | None = None,
+                    progress: bool = True) -> Path:
+    """Download and unpack a model archive into ``cache/name`` (atomically, under a lock)."""
+    target = cache / name
+    with file_lock(cache / f".{name}.lock"):
+        if target.is_dir():
+            return target  # another process finished it while we waited
+        archive = fetch(url, cache / f".{name}.tgz", sha256=sha256, size=size, progress=progress)
+        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache) as tmp:
+            safe_extract(archive, Path(tmp))
+            root = find_model_root(Path(tmp))
+            os.replace(root, target)
+        archive.unlink()
+    return target

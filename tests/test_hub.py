@@ -1,0 +1,289 @@
+"""Downloads against an HTTP server on 127.0.0.1 serving archives built here in EasyNLP's layout."""
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from painter import Painter, hub
+from painter.checkpoints import EASYNLP_WEIGHTS, save_easynlp
+from painter.errors import CheckpointError, ModelNotFoundError
+from painter.hub import fetch as dl
+from painter.serving.cli import main
+from conftest import VOCAB, tiny_model
+
+NAME = "pai-painter-base-zh"
+PATH = f"/release/easynlp_modelzoo/alibaba-pai/{NAME}.tgz"
+
+
+class Server:
+    """Serves ``files``; ``mode`` makes it misbehave: cut (first response stops halfway), norange, error500."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.mode = "ok"
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                if self.path not in server.files:
+                    self.send_error(404, "Not Found")
+                    return
+                if server.mode == "error500":
+                    server.mode = "ok"
+                    self.send_error(500, "Internal Server Error")
+                    return
+                data = server.files[self.path]
+                start = int(rng.split("=")[1].split("-")[0]) if rng and server.mode != "norange" else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                if server.mode == "cut":
+                    server.mode = "ok"
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+def tgz(members: dict[str, bytes], extra=None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> bytes:
+    d = save_easynlp(tiny_model(), VOCAB, tmp_path_factory.mktemp("src") / NAME)
+    return tgz({f"{NAME}/{f.name}": f.read_bytes() for f in d.iterdir()})
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    monkeypatch.delenv("PAINTER_OFFLINE")
+    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PAINTER_CACHE", str(cache))
+    return cache
+
+
+def test_download_verify_extract_and_predict(server, archive, online, tmp_path, monkeypatch):
+    server.files[PATH] = archive
+    monkeypatch.setitem(hub.registry()[NAME], "sha256", hashlib.sha256(archive).hexdigest())
+    assert main(["-q", "download", NAME, "--mirror", server.url]) == 0
+    model_dir = online / NAME
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "pytorch_model.bin", "vocab.txt"]
+    assert not list(online.glob(".*.tgz*"))  # archive and partial file cleaned up
+    prompts = tmp_path / "p.tsv"
+    prompts.write_text("1\t红苹果\n", encoding="utf-8")
+    assert main(["-q", "predict", "--model", NAME, "--input", str(prompts), "--output", str(tmp_path / "o.tsv")]) == 0
+    assert len((tmp_path / "o.tsv").read_text().splitlines()) == 1
+
+
+def test_from_pretrained_downloads_on_first_use(server, archive, online, monkeypatch):
+    server.files[PATH] = archive
+    monkeypatch.setenv("PAINTER_MIRROR", server.url)
+    painter = Painter.from_pretrained(NAME, device="cpu")
+    assert painter.generate("红苹果")[0][0].size == (16, 16)
+    Painter.from_pretrained(NAME, device="cpu")
+    assert len(server.requests) == 1  # the second load used the cache
+
+
+def test_resume_after_the_connection_is_cut(server, archive, online):
+    server.files[PATH] = archive
+    server.mode = "cut"
+    hub.download(NAME, mirror=server.url, progress=False)
+    assert server.requests[0][1] is None and server.requests[1][1] == f"bytes={len(archive) // 2}-"
+    assert (online / NAME / EASYNLP_WEIGHTS).is_file()
+
+
+def test_interrupted_download_keeps_its_part_and_resumes_next_time(server, archive, online):
+    server.files[PATH] = archive
+    server.mode = "cut"
+    with pytest.raises(dl.DownloadError, match="run the command again"):
+        dl.fetch(server.url + PATH, online / "a.tgz", retries=0, progress=False)
+    part = online / "a.tgz.part"
+    assert part.stat().st_size == len(archive) // 2
+    dl.fetch(server.url + PATH, online / "a.tgz", progress=False)
+    assert (online / "a.tgz").read_bytes() == archive and not part.exists()
+    assert server.requests[-1][1] == f"bytes={len(archive) // 2}-"
+
+
+def test_server_ignoring_range_restarts_cleanly(server, archive, online):
+    server.files[PATH] = archive
+    online.mkdir(parents=True)
+    (online / "a.tgz.part").write_bytes(archive[:1000])
+    server.mode = "norange"
+    dl.fetch(server.url + PATH, online / "a.tgz", progress=False)
+    assert (online / "a.tgz").read_bytes() == archive
+
+
+def test_server_errors(server, archive, online):
+    with pytest.raises(dl.DownloadError, match="HTTP 404"):
+        hub.download(NAME, mirror=server.url, progress=False)
+    server.files[PATH] = archive
+    server.mode = "error500"  # one 500, then fine: retried
+    hub.download(NAME, mirror=server.url, progress=False)
+    assert [r[0] for r in server.requests].count(PATH) == 3
+
+
+def test_bad_checksum_is_refused_and_the_cache_unchanged(server, archive, online, monkeypatch):
+    server.files[PATH] = archive
+    monkeypatch.setitem(hub.registry()[NAME], "sha256", "0" * 64)
+    with pytest.raises(dl.DownloadError, match="checksum mismatch"):
+        hub.download(NAME, mirror=server.url, progress=False)
+    assert not (online / NAME).exists() and not [p for p in online.iterdir() if not p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "device", "missing", "huge"])
+def test_malicious_or_broken_archives_are_refused(server, archive, online, tmp_path, kind, monkeypatch):
+    files = {f"{NAME}/config.json": b"{}", f"{NAME}/pytorch_model.bin": b"x", f"{NAME}/vocab.txt": b"x"}
+    extra = []
+    if kind == "dotdot":
+        files["../../evil.txt"] = b"pwned"
+    elif kind == "absolute":
+        files[str(tmp_path / "evil.txt")] = b"pwned"
+    elif kind == "symlink":
+        link = tarfile.TarInfo(f"{NAME}/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../../../etc/passwd"
+        extra.append(link)
+    elif kind == "device":
+        dev = tarfile.TarInfo(f"{NAME}/dev")
+        dev.type = tarfile.CHRTYPE
+        extra.append(dev)
+    elif kind == "missing":
+        del files[f"{NAME}/vocab.txt"]
+    elif kind == "huge":
+        monkeypatch.setattr(dl, "MAX_EXTRACTED_BYTES", 3)  # the three files hold 4 bytes
+    server.files[PATH] = tgz(files, extra)
+    with pytest.raises(dl.DownloadError, match="unsafe|no model directory|expands"):
+        hub.download(NAME, mirror=server.url, progress=False)
+    assert not (online / NAME).exists()
+    assert not (tmp_path / "evil.txt").exists() and not (online.parent / "evil.txt").exists()
+
+
+def test_concurrent_downloads_make_one_copy(server, archive, online):
+    server.files[PATH] = archive
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(hub.download(NAME, mirror=server.url, progress=False)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len(set(results)) == 1
+    assert [r[0] for r in server.requests].count(PATH) == 1
+
+
+def test_offline_mode_says_what_to_do(tmp_path):
+    with pytest.raises(ModelNotFoundError) as err:
+        hub.download(NAME, progress=False)
+    message = str(err.value)
+    assert "PAINTER_OFFLINE" in message and "atp-modelzoo-sh.oss-cn-shanghai.aliyuncs.com" in message
+    assert "config.json, pytorch_model.bin and vocab.txt" in message
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ModelNotFoundError, match="Did you mean pai-painter-large-zh"):
+        hub.download("pai-painter-lrage-zh")
+
+
+def to_paddle(model) -> dict[str, np.ndarray]:
+    """Our weights in PaddleNLP's names and layout (what its converted files hold)."""
+    sd, out = model.state_dict(), {}
+    inverse = {"ln1": "norm1", "ln2": "norm2", "attn.query": "self_attn.q_proj", "attn.key": "self_attn.k_proj",
+               "attn.value": "self_attn.v_proj", "attn.proj": "self_attn.out_proj", "mlp.0": "linear1", "mlp.2": "linear2"}
+    for k, v in sd.items():
+        a = v.numpy()
+        if k.startswith("transformer.blocks."):
+            _, _, i, *rest = k.split(".")
+            inner, kind = ".".join(rest[:-1]), rest[-1]
+            out[f"gpt.decoder.layers.{i}.{inverse[inner]}.{kind}"] = a.T.copy() if kind == "weight" and "ln" not in inner else a
+        elif k == "transformer.tok_emb.weight":
+            out["gpt.embeddings.word_embeddings.weight"] = a
+        elif k == "transformer.pos_emb":
+            out["gpt.embeddings.position_embeddings.weight"] = a[0]
+        elif k.startswith("transformer.ln_f."):
+            out["gpt.decoder.norm." + k.rsplit(".", 1)[1]] = a
+        elif k == "transformer.head.weight":
+            out["lm_head.decoder_weight"] = np.concatenate([a, np.zeros((21128, a.shape[1]), a.dtype)])
+        elif k == "first_stage_model.quantize.embedding.weight":
+            out["vqgan_detokenizer.embedding.weight"] = a
+        elif k.startswith(("first_stage_model.decoder.", "first_stage_model.post_quant_conv.")):
+            out["vqgan_detokenizer." + k.removeprefix("first_stage_model.")] = a
+    out["StructuredToParameterName@@"] = {"a": "b"}
+    return out
+
+
+def test_paddle_weights_convert_to_the_same_pictures(tmp_path, caplog):
+    from painter.hub.paddle import convert_paddle
+
+    model = tiny_model()
+    pdparams = tmp_path / "model_state.pdparams"
+    pdparams.write_bytes(pickle.dumps(to_paddle(model), protocol=2))
+    vq = model.config.vqgan.__class__(**{**model.config.vqgan.__dict__, "encoder": False})
+    dst = convert_paddle(pdparams, VOCAB, tmp_path / "converted", n_head=2, vqgan=vq)
+    reference = save_easynlp(model, VOCAB, tmp_path / "reference")
+    a = Painter.from_pretrained(reference, device="cpu").generate(["红苹果", "宽松T恤"], seed=1)
+    b = Painter.from_pretrained(dst, device="cpu").generate(["红苹果", "宽松T恤"], seed=1)
+    assert [im.tobytes() for ims in a for im in ims] == [im.tobytes() for ims in b for im in ims]
+    assert main(["convert", str(dst), str(tmp_path / "back")]) == 1  # EasyNLP would invent an encoder
+    assert "no VQGAN encoder" in caplog.text
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/painter-paddle-pwned",))
+
+
+def test_a_pickle_that_calls_anything_is_refused(tmp_path):
+    from painter.hub.paddle import read_pdparams
+
+    path = tmp_path / "evil.pdparams"
+    path.write_bytes(pickle.dumps({"gpt.embeddings.word_embeddings.weight": Evil()}))
+    with pytest.raises(CheckpointError, match="refused to load posix.system|refused to load os.system"):
+        read_pdparams(path)
+    assert not Path("/tmp/painter-paddle-pwned").exists()
+    (tmp_path / "trunc.pdparams").write_bytes(pickle.dumps({"a": np.zeros(100)})[:50])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        read_pdparams(tmp_path / "trunc.pdparams")
+
+
+def test_hf_models_honour_the_hub_offline_setting(monkeypatch, tmp_path):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="hf:someone/painter-emoji"):
+        hub.download("hf:someone/painter-emoji", cache=tmp_path)
