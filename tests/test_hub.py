@@ -287,3 +287,22 @@ def test_hf_models_honour_the_hub_offline_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="hf:someone/painter-emoji"):
         hub.download("hf:someone/painter-emoji", cache=tmp_path)
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(server, archive, online, monkeypatch):
+    import collections
+
+    server.files[PATH] = archive
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    with pytest.raises(dl.DownloadError, match="not enough disk space"):
+        hub.download(NAME, mirror=server.url, progress=False)
+    assert not (online / NAME).exists() and not list(online.glob("*.part"))
+
+
+def test_registry_knows_every_published_model():
+    known = hub.registry()
+    for name in ("pai-painter-base-zh", "pai-painter-large-zh", "pai-painter-commercial-base-zh",
+                 "pai-painter-scenery-base-zh", "pai-painter-painting-base-zh"):
+        assert known[name]["sources"][0].endswith(f"/{name}.tgz") and known[name]["paddle"].endswith(".pdparams")
+    assert known["demo-large"]["bundled"] == "assets/models/demo-large"
