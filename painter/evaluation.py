@@ -56,16 +56,23 @@ def validation_metrics(model_dir: Path, valid: Path) -> dict[str, float]:
 
 
 def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
-                guidance_scale: float = 1.0, batch_size: int = 16) -> float:
+                guidance_scale: float = 1.0, batch_size: int = 16, top_k: int | None = None,
+                temperature: float = 1.0, pool: Path | None = None) -> float:
+    """R@1 of captions from ``data``; the other candidates come from ``data`` and ``pool`` (distinct images)."""
     examples = read_examples(data, painter.config.vqgan.resolution)
-    n_images = len(examples.images)
+    images, hashes = examples.images, list(examples.image_hashes)
+    if pool:
+        extra = read_examples(pool, painter.config.vqgan.resolution)
+        keep = [i for i, h in enumerate(extra.image_hashes) if h not in set(hashes)]
+        images = torch.cat([images, extra.images[keep]])
+    n_images = len(images)
     if n_images < candidates:
         raise PainterError(f"{data} has {n_images} distinct images; R@1 needs at least {candidates}")
     rng = random.Random(seed)
     rows = rng.sample(range(len(examples.texts)), min(captions, len(examples.texts)))
-    targets = small(examples.images)
+    targets = small(images)
     generated = painter.generate([examples.texts[r] for r in rows], seed=seed, batch_size=batch_size,
-                                 guidance_scale=guidance_scale)
+                                 guidance_scale=guidance_scale, top_k=top_k, temperature=temperature)
     hits = 0
     for r, images in zip(rows, generated):
         truth = examples.image_of_row[r]
@@ -77,13 +84,17 @@ def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: i
 
 
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,
-             candidates: int = 100, seed: int = 0, guidance_scale: float = 1.0) -> dict[str, float]:
+             candidates: int = 100, seed: int = 0, guidance_scale: float = 1.0, top_k: int | None = None,
+             temperature: float = 1.0) -> dict[str, float]:
     from painter import hub
 
     model_dir = hub.resolve(model)
     result = validation_metrics(model_dir, valid)
     painter = Painter.from_pretrained(model_dir, device="cpu")
-    source = captions_from or valid
-    result[f"r_at_1_{source.stem}"] = r_precision(painter, source, captions, candidates, seed, guidance_scale)
-    result.update({"captions": captions, "candidates": candidates, "seed": seed, "guidance_scale": guidance_scale})
+    sources = [(captions_from, None), (valid, captions_from)] if captions_from else [(valid, None)]
+    for source, pool in sources:
+        result[f"r_at_1_{source.stem}"] = r_precision(painter, source, captions, candidates, seed, guidance_scale,
+                                                      top_k=top_k, temperature=temperature, pool=pool)
+    result.update({"captions": captions, "candidates": candidates, "seed": seed, "guidance_scale": guidance_scale,
+                   "top_k": top_k or 100, "temperature": temperature})
     return result

@@ -34,13 +34,13 @@ pictures they paint derive from Twemoji and need the CC-BY attribution above.
 
 Training throughput: {tokens_per_s:.0f} tokens/s on one core (bf16 autocast).
 
-## Metrics (`painter eval`, seed 0)
+## Metrics (`painter eval`, seed 0, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance})
 | metric | value |
 |---|---|
 | validation loss (held-out images) | {valid_loss:.3f} |
 | VQGAN PSNR on held-out images | {vqgan_psnr:.2f} dB |
 | R-precision@1, 200 training captions, 100 candidates | {r_at_1:.3f} |
-| R-precision@1, held-out captions, 100 candidates | {r_at_1_valid:.3f} |
+| R-precision@1, 200 held-out captions (unseen images), 100 candidates | {r_at_1_valid:.3f} |
 | final training loss | {train_loss:.3f} |
 """
 
@@ -70,7 +70,9 @@ def main(name: str, runs: Path, models: Path) -> None:
         epochs=info["loop"]["epochs"], steps=log[-1]["step"], minutes=minutes(run),
         tokens_per_s=log[-1].get("tokens_per_s", float("nan")), valid_loss=evaluation["valid_loss"],
         vqgan_psnr=evaluation["vqgan_psnr"], r_at_1=evaluation["r_at_1_train"],
-        r_at_1_valid=evaluation.get("r_at_1_valid", float("nan")), train_loss=log[-1]["loss"], **gpt)
+        r_at_1_valid=evaluation.get("r_at_1_valid", float("nan")), train_loss=log[-1]["loss"],
+        eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"],
+        eval_guidance=evaluation["guidance_scale"], **gpt)
     (models / name / "README.md").write_text(card, encoding="utf-8")
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from painter import Painter
+from painter.errors import PainterError
 from painter.serving.cli import EXIT_ERROR, main
 from conftest import ROOT
 
@@ -249,3 +250,42 @@ def test_emoji_data_set(tmp_path):
     image = Image.open(io.BytesIO(base64.b64decode(rows["valid"][0][2])))
     assert image.format == "PNG" and image.size == (72, 72)
     assert "CC-BY 4.0" in (tmp_path / "ATTRIBUTION.md").read_text()
+
+
+def test_eval_reports_loss_and_psnr(easynlp_dir, tmp_path, capsys, monkeypatch):
+    import painter.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "r_precision", lambda *a, **k: 0.5)
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    assert main(["-q", "eval", "--model", str(easynlp_dir), "--valid", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 3.0 < result["valid_loss"] < 10.0 and 0 < result["vqgan_psnr"] < 20 and result["r_at_1_train"] == 0.5
+
+
+class StandInPainter:
+    """Paints a fixed picture per caption, to check the R@1 arithmetic."""
+
+    def __init__(self, pictures, resolution=16):
+        from types import SimpleNamespace
+
+        self.pictures, self.config = pictures, SimpleNamespace(vqgan=SimpleNamespace(resolution=resolution))
+
+    def generate(self, texts, **kwargs):
+        return [[self.pictures(t)] for t in texts]
+
+
+def test_r_precision_counts_true_images_found_nearest(tmp_path):
+    from painter.evaluation import r_precision
+
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    by_caption = {}
+    for line in data.read_text(encoding="utf-8").splitlines():
+        _, text, b64 = line.split("\t")
+        rgba = Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGBA")
+        by_caption[text] = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    perfect = StandInPainter(lambda t: by_caption[t])
+    assert r_precision(perfect, data, captions=20, candidates=16) == 1.0
+    grey = StandInPainter(lambda t: Image.new("RGB", (16, 16), (128, 128, 128)))
+    assert r_precision(grey, data, captions=32, candidates=16) <= 0.1
+    with pytest.raises(PainterError, match="at least 100"):
+        r_precision(perfect, data)

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("data", help="build data sets")
@@ -186,7 +188,7 @@ def _eval(args: argparse.Namespace) -> int:
     from painter.evaluation import evaluate
 
     result = evaluate(args.model, Path(args.valid), Path(args.captions_from) if args.captions_from else None,
-                      args.captions, args.candidates, args.seed, args.guidance_scale)
+                      args.captions, args.candidates, args.seed, args.guidance_scale, args.top_k, args.temperature)
     print(json.dumps(result, indent=2))
     return 0
 
