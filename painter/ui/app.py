@@ -158,9 +158,10 @@ class Studio:
 
     def compare(self, prompt, seed, model_a, model_b, preview_every):
         """Both models stream, frame by frame in turn (one worker, no fight over cores)."""
-        seed = resolve_seed(int(seed)) if str(seed).lstrip("-").isdigit() else -2
-        if seed == -2:
-            raise gr.Error("种子须为整数 (seed must be a whole number).")
+        try:
+            seed = resolve_seed(int(seed))
+        except (TypeError, ValueError, PainterError) as exc:
+            raise gr.Error(f"种子须为 -1 或非负整数 (seed must be -1 or a whole number >= 0): {exc}") from exc
         streams = {side: self.paint(prompt, "plain", model, 100, 1.0, 1.0, 1.0, seed, 1, preview_every,
                                     stream_name=f"{model} · ")
                    for side, model in (("a", model_a), ("b", model_b))}
