@@ -135,8 +135,9 @@ def claim_output(output: Path, run_info: dict, resume: bool, overwrite: bool, di
     if dist_info.main:
         resumed = _check_output(Path(output), run_info, resume, overwrite)
         Path(output).mkdir(parents=True, exist_ok=True)
-        with atomic_output(Path(output) / RUN_FILE) as tmp:
-            tmp.write_text(json.dumps(run_info, indent=2, ensure_ascii=False))
+        if not (resumed and (Path(output) / RUN_FILE).is_file()):  # a resumed run keeps its record (and start)
+            with atomic_output(Path(output) / RUN_FILE) as tmp:
+                tmp.write_text(json.dumps(run_info, indent=2, ensure_ascii=False))
     if dist_info.world > 1:
         flag = torch.tensor([int(resumed)])
         dist.broadcast(flag, 0)
