@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from painter.text import TextTokenizer
 from painter.training.data import read_examples
 from painter.training.gpt_trainer import encode_images, sequence_loss
 from painter.training.vqgan_trainer import psnr
-
-log = logging.getLogger(__name__)
 
 
 def small(images: torch.Tensor, size: int = 32) -> torch.Tensor:

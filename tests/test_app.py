@@ -1,7 +1,6 @@
 """The studio served for real on a free port, driven through gradio_client."""
 
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

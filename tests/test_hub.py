@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from painter import Painter, hub
 from painter.checkpoints import EASYNLP_WEIGHTS, save_easynlp

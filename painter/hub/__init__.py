@@ -27,7 +27,7 @@ def registry() -> dict[str, dict]:
     return json.loads(resources.files(__package__).joinpath("registry.json").read_text(encoding="utf-8"))
 
 
-def resolve(name_or_path: str | os.PathLike, download_missing: bool = True) -> Path:
+def resolve(name_or_path: str | os.PathLike) -> Path:
     """A directory path is used as is; a known name is looked up in the cache and downloaded on first use
     (unless offline). The error says where it looked and what to do."""
     path = Path(name_or_path).expanduser()
@@ -48,9 +48,6 @@ def resolve(name_or_path: str | os.PathLike, download_missing: bool = True) -> P
             cached = cache_dir() / candidate
             if cached.is_dir():
                 return cached
-            if not download_missing:
-                raise ModelNotFoundError(f"model {candidate!r} is not downloaded (looked for {cached}); "
-                                         f"run `painter download {candidate}`")
             return download(candidate)
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else f" Known models: {', '.join(sorted(known))}."

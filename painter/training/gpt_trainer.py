@@ -9,10 +9,9 @@ that probability, which teaches the unconditional distribution that classifier-f
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -194,7 +193,7 @@ def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = N
     default_vocab = Path(__file__).resolve().parents[2] / "assets" / "vocab.txt"
     painter_model, vocab = base_model(model, vqgan, size, Path(vocab_file or default_vocab))
     if caption_dropout > 0:  # the exported model says it was trained for guidance
-        painter_model.config = dataclasses.replace(painter_model.config, caption_dropout=caption_dropout)
+        painter_model.config = replace(painter_model.config, caption_dropout=caption_dropout)
     painter_model.to(device)
     painter_model.transformer.gradient_checkpointing = gradient_checkpointing
     tokenizer = TextTokenizer(vocab, painter_model.config.text_len, painter_model.config.img_vocab_size)

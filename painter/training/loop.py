@@ -21,7 +21,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -232,8 +232,7 @@ def truncate_log(output: Path, step: int) -> None:
                 tmp.write_text("".join(kept), encoding="utf-8")
 
 
-def run(task: Task, cfg: LoopConfig, output: Path, resume: bool, dist_info: Distributed,
-        on_log: Callable[[dict], None] | None = None) -> dict:
+def run(task: Task, cfg: LoopConfig, output: Path, resume: bool, dist_info: Distributed) -> dict:
     """Train until ``cfg.epochs`` are done (or a stop is requested); return the last log record.
 
     ``resume`` comes from :func:`claim_output`, which the trainer calls before writing anything.
@@ -300,8 +299,6 @@ def run(task: Task, cfg: LoopConfig, output: Path, resume: bool, dist_info: Dist
                         fh.write(json.dumps(record) + "\n")
                     bar.set_postfix({k: v for k, v in record.items() if "loss" in k or k == "tokens_per_s"})
                     bar.update(1)
-                    if on_log:
-                        on_log(record)
                     if step % cfg.save_every == 0 or last or stop.requested:
                         save_checkpoint(output, task, step, epoch, position, schedulers)
                         task.export(output)
