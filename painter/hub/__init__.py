@@ -27,6 +27,16 @@ def registry() -> dict[str, dict]:
     return json.loads(resources.files(__package__).joinpath("registry.json").read_text(encoding="utf-8"))
 
 
+def installed() -> dict[str, tuple[Path, str]]:
+    """Known models present on this machine: name -> (directory, "bundled" or "download cache")."""
+    found = {}
+    for name, meta in registry().items():
+        path = PROJECT_ROOT / meta["bundled"] if "bundled" in meta else cache_dir() / name
+        if path.is_dir():
+            found[name] = (path, "bundled" if "bundled" in meta else "download cache")
+    return found
+
+
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """A directory path is used as is; a known name is looked up in the cache and downloaded on first use
     (unless offline). The error says where it looked and what to do."""

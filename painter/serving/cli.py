@@ -169,15 +169,14 @@ def _upload(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from painter import hub
 
-    print(f"{'name':32} {'size':>9}  source      path")
-    for name, meta in hub.registry().items():
-        path = hub.PROJECT_ROOT / meta["bundled"] if "bundled" in meta else hub.cache_dir() / name
-        if path.is_dir():
-            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-            print(f"{name:32} {size:7.1f}MB  {'bundled' if 'bundled' in meta else 'cache':10}  {path}")
+    present = hub.installed()
+    print(f"{'name':32} {'size':>9}  source          path")
+    for name, (path, source) in present.items():
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+        print(f"{name:32} {size:7.1f}MB  {source:14}  {path}")
     print("\ndownloadable:")
     for name, meta in hub.registry().items():
-        if "bundled" not in meta and not (hub.cache_dir() / name).is_dir():
+        if name not in present and "bundled" not in meta:
             print(f"  painter download {name:32} # {meta['size']}, {meta['domain']}, {meta['licence']}")
     return 0
 

@@ -60,11 +60,8 @@ class ModelManager:
         self._errors: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        for name, meta in hub.registry().items():
-            if "bundled" in meta:
-                self._add(name, hub.PROJECT_ROOT / meta["bundled"], "bundled")
-            elif (hub.cache_dir() / name).is_dir():
-                self._add(name, hub.cache_dir() / name, "download cache")
+        for name, (path, source) in hub.installed().items():
+            self._add(name, path, source)
         env = [p for p in os.environ.get("PAINTER_MODELS", "").split(os.pathsep) if p]
         for spec in [*env, *extra]:
             try:
