@@ -20,7 +20,7 @@ from painter.errors import PainterError
 from painter.serving.pipeline import Painter
 from painter.text import TextTokenizer
 from painter.training.data import read_examples
-from painter.training.gpt_trainer import encode_images, sequence_loss
+from painter.training.gpt_trainer import encode_images, mean_loss
 from painter.training.vqgan_trainer import psnr
 
 
@@ -42,14 +42,9 @@ def validation_metrics(model_dir: Path, valid: Path) -> dict[str, float]:
     examples = read_examples(valid, cfg.vqgan.resolution)
     codes = encode_images(model, examples.images, torch.device("cpu"))
     recon = torch.cat([model.first_stage_model.decode(c) for c in codes.split(32)])
-    total, count = 0.0, 0
-    for start in range(0, len(examples.texts), 32):
-        texts = examples.texts[start:start + 32]
-        ids = torch.tensor([tokenizer(t).ids for t in texts])
-        rows = codes[examples.image_of_row[start:start + 32]]
-        total += sequence_loss(model.transformer.eval(), ids, rows).item() * len(texts)
-        count += len(texts)
-    return {"valid_loss": total / count, "vqgan_psnr": psnr(recon, examples.images)}
+    ids = torch.tensor([tokenizer(t).ids for t in examples.texts])
+    loss = mean_loss(model.transformer, ids, codes[examples.image_of_row])
+    return {"valid_loss": loss, "vqgan_psnr": psnr(recon, examples.images)}
 
 
 def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,

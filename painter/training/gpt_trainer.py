@@ -9,6 +9,7 @@ that probability, which teaches the unconditional distribution that classifier-f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, replace
@@ -101,6 +102,18 @@ def sequence_loss(gpt: nn.Module, text_ids: torch.Tensor, codes: torch.Tensor) -
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1))
 
 
+@torch.no_grad()
+def mean_loss(gpt: nn.Module, text_ids: torch.Tensor, codes: torch.Tensor, autocast=None, batch: int = 32) -> float:
+    """The objective over many rows (text_ids [N, T], codes [N, L]) in batches, weighted by rows."""
+    gpt.eval()
+    total = 0.0
+    for start in range(0, len(text_ids), batch):
+        text, rows = text_ids[start:start + batch], codes[start:start + batch]
+        with autocast or contextlib.nullcontext():
+            total += sequence_loss(gpt, text, rows).item() * len(text)
+    return total / len(text_ids)
+
+
 class GPTTask:
     def __init__(self, model: PainterModel, train: CodeData, valid: CodeData | None, loop: LoopConfig,
                  device: torch.device, dist_info: Distributed, precision: str, caption_dropout: float,
@@ -146,19 +159,11 @@ class GPTTask:
         opt.zero_grad(set_to_none=True)
         return {"grad_norm": float(norm)}
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         if self.valid is None:
             return {}
-        self.gpt.eval()
-        total, count = 0.0, 0
-        for start in range(0, len(self.valid.text_ids), 32):
-            indices = list(range(start, min(start + 32, len(self.valid.text_ids))))
-            text, codes = self._batch(self.valid, indices, 0.0)
-            with self.autocast:
-                total += sequence_loss(self.gpt, text, codes).item() * len(indices)
-            count += len(indices)
-        return {"loss": total / count}
+        text, codes = self._batch(self.valid, range(len(self.valid.text_ids)), 0.0)
+        return {"loss": mean_loss(self.gpt, text, codes, self.autocast)}
 
     def export(self, output: Path) -> None:
         save_painter(self.model, self.vocab_file, output / "model")
