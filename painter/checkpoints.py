@@ -150,13 +150,19 @@ def expected_shapes(config: ModelConfig) -> dict[str, torch.Size]:
 
 def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, source: Path) -> dict[str, torch.Tensor]:
     """Raise CheckpointError unless ``state`` holds exactly the model's tensors; return it without masks."""
-    expected = expected_shapes(config)
-    problems = []
-    unexpected = []
-    for key in state:
+    def is_mask(key: str) -> bool:
         m = _MASK_KEY.match(key)
-        if key not in expected and not (m and int(m.group(1)) < config.gpt.n_layer):
-            unexpected.append(key)
+        return bool(m and int(m.group(1)) < config.gpt.n_layer)
+
+    return check_tensors(state, expected_shapes(config), source, ignored=is_mask)
+
+
+def check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: Path,
+                  ignored=lambda key: False) -> dict[str, torch.Tensor]:
+    """Every expected tensor present, float, of the right shape; nothing else but ``ignored`` keys.
+    Returns the expected tensors; the error names each key and both shapes."""
+    problems = []
+    unexpected = [k for k in state if k not in expected and not ignored(k)]
     missing = [k for k in expected if k not in state]
     mismatched = [k for k in expected if k in state and state[k].shape != expected[k]]
     for k in mismatched:
@@ -315,13 +321,9 @@ def load_vqgan(src: str | Path) -> VQGAN:
         config = VQGANConfig(**data["vqgan"])
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{src / CONFIG_FILE} is not a VQGAN config: {exc}") from exc
-    state = _load_safetensors(src / VQGAN_WEIGHTS)
     with torch.device("meta"):
         expected = {k: v.shape for k, v in VQGAN(config).state_dict().items()}
-    problems = [k for k in expected if k not in state or state[k].shape != expected[k]] + \
-               [k for k in state if k not in expected]
-    if problems:
-        raise CheckpointError(f"{src / VQGAN_WEIGHTS} does not match its config: {', '.join(problems[:5])}")
+    state = check_tensors(_load_safetensors(src / VQGAN_WEIGHTS), expected, src / VQGAN_WEIGHTS)
     vqgan = VQGAN(config)
     vqgan.load_state_dict(state)  # copies into fp32 parameters whatever the stored float format
     return vqgan.eval()

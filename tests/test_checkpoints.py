@@ -179,3 +179,18 @@ def test_convert_refuses_a_non_empty_destination(easynlp_dir, tmp_path):
     with pytest.raises(CheckpointError, match="not empty"):
         convert(easynlp_dir, tmp_path)
     assert (tmp_path / "x.txt").read_text() == "keep me"
+
+
+def test_standalone_vqgan_is_checked_strictly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from painter.checkpoints import VQGAN_WEIGHTS, load_vqgan, save_vqgan
+    from conftest import tiny_model
+
+    d = save_vqgan(tiny_model().first_stage_model, tmp_path / "vq")
+    assert load_vqgan(d).config.n_embed == 128
+    state = load_file(d / VQGAN_WEIGHTS)
+    state["quant_conv.weight"] = torch.zeros(8, 8, 3, 3)
+    save_file(state, str(d / VQGAN_WEIGHTS))
+    with pytest.raises(CheckpointError, match=r"quant_conv\.weight has shape \[8, 8, 3, 3\] but the config needs"):
+        load_vqgan(d)
