@@ -50,6 +50,16 @@ def display(image: Image.Image) -> Image.Image:
     return image.resize((DISPLAY, DISPLAY), Image.LANCZOS)
 
 
+def prompt_notes(tokens, text_len: int) -> list[str]:
+    """What the user should know about how the model read the prompt."""
+    notes = []
+    if tokens.dropped:
+        notes.append(f"提示词超过 {text_len} 个词元，模型只看到：「{tokens.used_text}」 ({tokens.dropped} wordpieces cut)")
+    if tokens.unknown:
+        notes.append(f"{tokens.unknown} 个字不在词表中 (characters outside the vocabulary)")
+    return notes
+
+
 class Studio:
     """The functions behind the UI (plain Python, so they are testable without a browser)."""
 
@@ -114,22 +124,17 @@ class Studio:
             name, note = self.model_for(style_id, model_choice)
             painter = self.manager.get(name)
             style = self.styles.get(style_id) or next(iter(self.styles.values()))
-            full_prompt = style.apply(prompt)
-            tokens = painter.tokenize(full_prompt)
             used_seed = resolve_seed(values["seed"])
-            frames = painter.stream(full_prompt, seed=used_seed, num_images=values["num_images"],
+            frames = painter.stream(style.apply(prompt), seed=used_seed, num_images=values["num_images"],
                                     top_k=values["top_k"], top_p=values["top_p"], temperature=values["temperature"],
                                     preview_every=values["preview_every"], guidance_scale=values["guidance_scale"])
-            notes = [note] if note else []
-            if tokens.dropped:
-                notes.append(f"提示词超过 {painter.config.text_len} 个词元，模型只看到：「{tokens.used_text}」 "
-                             f"({tokens.dropped} wordpieces cut)")
-            if tokens.unknown:
-                notes.append(f"{tokens.unknown} 个字不在词表中 (characters outside the vocabulary)")
+            notes = None
             params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
                       "top_k": values["top_k"], "top_p": values["top_p"], "temperature": values["temperature"],
                       "guidance_scale": values["guidance_scale"], "version": __version__}
             for frame in frames:
+                if notes is None:  # the prompt as the model read it comes with the first frame
+                    notes = ([note] if note else []) + prompt_notes(frame.prompt, painter.config.text_len)
                 status = (f"{stream_name}{frame.step} / {frame.total} tokens · {frame.elapsed:.1f} s · "
                           f"{frame.tokens_per_second:.0f} tokens/s")
                 if notes:
