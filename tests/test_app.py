@@ -159,3 +159,33 @@ def test_restore_from_png(server, tmp_path):
     Image.new("RGB", (8, 8), (1, 2, 3)).save(plain)
     message = client.predict(handle_file(str(plain)), api_name="/restore")[-1]
     assert "没有 Painter 参数" in message
+
+
+def test_some_characters_outside_the_vocabulary_are_reported(server):
+    _, updates = run_job(server, *paint_args(prompt="红苹果😀"))
+    assert "16 / 16" in updates[-1][1] and "1 个字不在词表中" in updates[-1][1]
+
+
+def test_a_client_that_disconnects_mid_stream_frees_the_worker(server, monkeypatch):
+    import json
+    import urllib.request
+
+    from painter.serving.pipeline import Painter
+
+    decodes = []
+    original = Painter.decode
+    monkeypatch.setattr(Painter, "decode", lambda self, *a, **k: decodes.append(1) or original(self, *a, **k))
+    request = urllib.request.Request(server + "gradio_api/call/generate", method="POST",
+                                     data=json.dumps({"data": list(paint_args(model="slow", preview=1))}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    event_id = json.load(urllib.request.urlopen(request, timeout=30))["event_id"]
+    stream = urllib.request.urlopen(server + f"gradio_api/call/generate/{event_id}", timeout=30)
+    deadline = time.time() + 60
+    while len(decodes) < 3 and time.time() < deadline:
+        stream.readline()
+    stream.close()  # the browser tab goes away
+    time.sleep(1.5)
+    seen = len(decodes)
+    time.sleep(1.5)
+    assert len(decodes) == seen < 256  # sampling stopped with the connection
+    assert "16 / 16" in run_job(server, *paint_args())[1][-1][1]
