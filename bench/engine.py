@@ -1,18 +1,22 @@
-"""Engine benchmark: the reference loop against our sampler, on random weights of the real shapes.
+"""Engine benchmark: the reference loop against our sampler per precision mode, on random weights of the real
+shapes.
 
-    python -m bench.engine                 # base and large, batch 1 and 4 (about 5 minutes here)
-    python -m bench.engine --configs base --full-reference
+    python -m bench.engine                          # base and large; fp32, bf16 and auto; batch 1 and 4
+    python -m bench.engine --configs base --modes auto int8 --full-reference
 
-For each config a random-weight checkpoint is written in the EasyNLP layout, then two child processes
-(so that peak RSS is per method) load it and measure:
+For each config a random-weight checkpoint is written in the EasyNLP layout, then one child process per
+method (so that peak RSS is per method) loads it and measures:
 
-* reference: 256 steps, each re-running the whole sequence with autograd on (bench/reference.py). By default
-  the time of a step is measured at 5 sequence lengths and integrated over the 256 steps (a full run of the
-  large model takes tens of minutes); ``--full-reference`` runs every step.
-* ours: ``Painter.from_pretrained`` (as a user loads a model), one warm-up, then 256 tokens; plus the VQGAN
-  decode of one 256x256 image. Also checks that the cached logits equal full recomputation within 1e-4.
+* reference: 256 steps, each re-running the whole sequence with autograd on (bench/reference.py), plus an
+  fp32 NCHW decode. By default the time of a step is measured at 5 sequence lengths and integrated over the
+  256 steps (a full run of the large model takes tens of minutes); ``--full-reference`` runs every step.
+* ours, per mode: ``Painter.from_pretrained(precision=mode)`` as a user loads a model, one warm-up, then
+  tokens (256 steps), decode, and prompt -> PNG end to end (``generate`` + PNG encoding), per image; the
+  cost of fast previews every 8 tokens; peak RSS.
+* the bandwidth floor: the bytes of weights one step reads, times 256 steps, over the read bandwidth
+  measured here, per image.
 
-Times are seconds per image; the ratio is reference / ours measured in the same run.
+Times are seconds per image; the speed-up is the reference's prompt -> image time over ours, same run.
 """
 
 from __future__ import annotations
@@ -103,40 +107,98 @@ def measure_reference(model_dir: Path, full: bool) -> dict:
     return out
 
 
+def weight_bytes_per_step(gpt: torch.nn.Module) -> int:
+    """Bytes of the Linear weights one sampling step reads (every layer and the head, once per step)."""
+    from painter.models.packed import Int8Linear, PackedLinear
+
+    total = 0
+    for module in gpt.modules():
+        if isinstance(module, Int8Linear):
+            total += module.in_features * module.out_features
+        elif isinstance(module, PackedLinear):
+            total += module.packed_weight.numel() * module.packed_weight.element_size()
+        elif isinstance(module, torch.nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+    return total
+
+
+def read_bandwidth_gbs(gib: float = 1.0) -> float:
+    """Memory read bandwidth with all threads (the best of 5 sums over a tensor far larger than the caches)."""
+    x = torch.ones(int(gib * 2**30 / 4))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - start)
+    return x.numel() * 4 / best / 1e9
+
+
 def measure_ours(model_dir: Path, precision: str) -> dict:
     from painter import Painter
+    from painter.data.images import png_bytes, tensor_to_pil
     from painter.sampling import SamplingConfig, make_generators, sample_codes
+    from painter.serving.preview import PreviewCanvas
 
     painter = Painter.from_pretrained(model_dir, device="cpu", precision=precision)
     sampling = SamplingConfig().validate(painter.config.img_vocab_size)
-    out = {"batches": {}}
+    out = {"mode": painter.precision, "decoder": str(painter.inference.decoder_dtype).removeprefix("torch."),
+           "tokens": {}, "decode": {}, "e2e": {}, "weight_bytes": weight_bytes_per_step(painter.model.transformer)}
     for batch in BATCHES:
         ids = text_ids(painter.tokenizer, batch)
-        for steps in (2, STEPS):  # the first call builds oneDNN kernels: warm up, then time
+        for steps in (2, STEPS):  # the first call builds kernels: warm up, then time
             start = time.perf_counter()
             for _, codes in sample_codes(painter.model.transformer, ids, make_generators(range(batch), painter.device),
                                          sampling, steps):
                 pass
             seconds = time.perf_counter() - start
-        out["batches"][batch] = seconds / batch
-    painter.decode(codes[:1])
+        out["tokens"][batch] = seconds / batch
+        painter.decode(codes)
+        start = time.perf_counter()
+        painter.decode(codes)
+        out["decode"][batch] = (time.perf_counter() - start) / batch
+        start = time.perf_counter()
+        images = painter.generate(PROMPT, num_images=batch, batch_size=batch)[0]
+        for image in images:
+            png_bytes(image)
+        out["e2e"][batch] = (time.perf_counter() - start) / batch
+    # Fast previews at batch 1, every 8 tokens: what stream() adds on top of sampling.
     start = time.perf_counter()
-    painter.decode(codes[:1])
-    out["decode_s"] = time.perf_counter() - start
+    preview_map = painter.preview_map()
+    out["preview_fit_s"] = time.perf_counter() - start
+    canvas = PreviewCanvas(preview_map, painter.model.first_stage_model.quantize.embedding.weight, 1)
+    start = time.perf_counter()
+    for sampled in range(8, STEPS, 8):
+        tensor_to_pil(canvas.update(codes[:1], sampled))
+    out["preview_s"] = time.perf_counter() - start
     out["rss_gb"] = peak_rss_gb()
     return out
 
 
+def measure_reference_decode(model_dir: Path) -> float:
+    from painter.checkpoints import build_model, load_checkpoint
+
+    vqgan = build_model(load_checkpoint(model_dir)).first_stage_model.eval()
+    codes = torch.randint(0, vqgan.config.n_embed, (1, vqgan.config.num_codes))
+    with torch.no_grad():
+        vqgan.decode(codes)
+        start = time.perf_counter()
+        vqgan.decode(codes)
+    return time.perf_counter() - start
+
+
 def child(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    result = (measure_reference(Path(args.model_dir), args.full_reference) if args.child == "reference"
-              else measure_ours(Path(args.model_dir), args.precision))
+    if args.child == "reference":
+        result = measure_reference(Path(args.model_dir), args.full_reference)
+        result["decode_s"] = measure_reference_decode(Path(args.model_dir))
+    else:
+        result = measure_ours(Path(args.model_dir), args.precision)
     print(json.dumps(result))
 
 
-def run_child(kind: str, model_dir: Path, args: argparse.Namespace) -> dict:
+def run_child(kind: str, model_dir: Path, args: argparse.Namespace, precision: str = "fp32") -> dict:
     cmd = [sys.executable, "-m", "bench.engine", "--child", kind, "--model-dir", str(model_dir),
-           "--precision", args.precision] + (["--full-reference"] if args.full_reference else [])
+           "--precision", precision] + (["--full-reference"] if args.full_reference else [])
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
@@ -146,30 +208,44 @@ def run_child(kind: str, model_dir: Path, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--modes", nargs="+", default=["fp32", "bf16", "auto"])
     parser.add_argument("--full-reference", action="store_true", help="run all 256 reference steps")
     parser.add_argument("--child", choices=("reference", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}, "
+    bandwidth = read_bandwidth_gbs()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth {bandwidth:.1f} GB/s, "
           f"reference {'full' if args.full_reference else 'estimated from 5 measured steps'}")
-    header = ("| model | batch | reference s/img | ref tokens/s | ours s/img | ours tokens/s | speed-up | decode s | "
-              "peak RSS ref / ours GB | max |cached-full| logit |")
+    header = ("| model | mode (decoder) | batch | tokens s/img | decode s/img | prompt→PNG s/img | reference s/img | "
+              "speed-up | bandwidth floor s/img | fast previews | peak RSS GB |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
+    logit_checks = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             model_dir = write_checkpoint(name, Path(tmp))
             ref = run_child("reference", model_dir, args)
-            ours = run_child("ours", model_dir, args)
-            for batch in BATCHES:
-                r, o = ref["batches"][str(batch)], ours["batches"][str(batch)]
-                print(f"| {name} | {batch} | {r:.2f} | {STEPS / r:.1f} | {o:.2f} | {STEPS / o:.1f} | {r / o:.1f}x | "
-                      f"{ours['decode_s']:.2f} | {ref['rss_gb']:.2f} / {ours['rss_gb']:.2f} | "
-                      f"{ref['max_logit_diff']:.1e} |", flush=True)
+            logit_checks.append(f"{name}: {ref['max_logit_diff']:.1e}")
+            reference = {b: ref["batches"][str(b)] + ref["decode_s"] for b in BATCHES}
+            print(f"| {name} | reference (fp32) | 1 | {ref['batches']['1']:.2f} | {ref['decode_s']:.2f} | "
+                  f"{reference[1]:.2f} | {reference[1]:.2f} | 1.0x | | | {ref['rss_gb']:.2f} |", flush=True)
+            for mode in args.modes:
+                ours = run_child("ours", model_dir, args, mode)
+                label = f"{mode}→{ours['mode']}" if mode != ours["mode"] else mode
+                for batch in BATCHES:
+                    b = str(batch)
+                    floor = STEPS * ours["weight_bytes"] / (bandwidth * 1e9) / batch
+                    preview = (f"{100 * ours['preview_s'] / (ours['e2e'][b] * batch):.1f}% (fit {ours['preview_fit_s']:.1f} s once)"
+                               if batch == 1 else "")
+                    print(f"| {name} | {label} ({ours['decoder']}) | {batch} | {ours['tokens'][b]:.2f} | "
+                          f"{ours['decode'][b]:.2f} | {ours['e2e'][b]:.2f} | {reference[batch]:.2f} | "
+                          f"{reference[batch] / ours['e2e'][b]:.1f}x | {floor:.2f} | {preview} | {ours['rss_gb']:.2f} |",
+                          flush=True)
+    print(f"\nfp32 cached logits against full recomputation, max difference: {', '.join(logit_checks)}")
 
 
 if __name__ == "__main__":

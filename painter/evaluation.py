@@ -88,5 +88,5 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
         result[f"r_at_1_{source.stem}"] = r_precision(painter, source, captions, candidates, seed, guidance_scale,
                                                       top_k=top_k, temperature=temperature, pool=pool)
     result.update({"captions": captions, "candidates": candidates, "seed": seed, "guidance_scale": guidance_scale,
-                   "top_k": top_k or 100, "temperature": temperature})
+                   "top_k": top_k or 100, "temperature": temperature, "precision": painter.precision})
     return result

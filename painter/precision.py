@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import torch
 
 from painter.errors import DeviceError
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+INFERENCE_MODES = ("auto", "fp32", "bf16", "fp16", "int8")
+# What 'auto' tries, fastest first. Each of these passed bench/quality.py's targets (next-token KL <= 0.02
+# nats, decoder PSNR >= 40 dB against fp32; numbers in the README); 'auto' takes the first that is usable here.
+AUTO_ORDER = {"cpu": ("int8", "bf16", "fp32"), "cuda": ("bf16", "fp16", "fp32")}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -49,3 +58,62 @@ def training_autocast(precision: str, device: torch.device):
         return contextlib.nullcontext(), "fp32"
     dtype = resolve_dtype(precision, device)
     return torch.autocast(device.type, dtype=dtype), precision
+
+
+@dataclass(frozen=True)
+class InferencePrecision:
+    """How a loaded model runs: the GPT's mode (int8 means int8 Linear layers with fp32 elsewhere) and the
+    VQGAN decoder's dtype, which may differ (on CPU, int8 GPT + bf16 decoder)."""
+
+    mode: str
+    gpt_dtype: torch.dtype
+    decoder_dtype: torch.dtype
+
+    @property
+    def int8(self) -> bool:
+        return self.mode == "int8"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 is only worth it with hardware bf16 math (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def mode_usable(mode: str, device: torch.device) -> str | None:
+    """None when ``mode`` can run well on ``device``, else the reason it cannot."""
+    from painter.models.packed import int8_available  # models depend on precision, not the other way
+
+    if mode == "fp32":
+        return None
+    if mode == "fp16":
+        return None if device.type == "cuda" else "fp16 needs a CUDA GPU (CPUs have no fast fp16 matmul)"
+    if mode == "bf16":
+        return None if native_bf16(device) else f"this {device.type.upper()} has no native bf16 arithmetic"
+    if mode == "int8":
+        if device.type != "cpu":
+            return "int8 is the CPU mode; on a GPU use bf16 or fp16"
+        return None if int8_available() else "this PyTorch build has no fbgemm int8 kernels (x86 CPUs only)"
+    raise DeviceError(f"unknown precision {mode!r}; choose one of {', '.join(INFERENCE_MODES)}")
+
+
+def resolve_inference(precision: str, device: torch.device) -> InferencePrecision:
+    """'auto' -> the first usable mode of AUTO_ORDER (fp32 always is); an explicit mode must be usable."""
+    if precision not in INFERENCE_MODES:
+        raise DeviceError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_MODES)}")
+    if precision == "auto":
+        for mode in AUTO_ORDER[device.type]:
+            reason = mode_usable(mode, device)
+            if reason is None:
+                break
+            log.info("auto precision: skipping %s (%s)", mode, reason)
+    else:
+        mode = precision
+        reason = mode_usable(mode, device)
+        if reason:
+            raise DeviceError(f"precision {mode} is not available here: {reason}; use --precision auto or fp32")
+    if mode == "int8":
+        decoder = torch.bfloat16 if native_bf16(device) else torch.float32
+        return InferencePrecision("int8", torch.float32, decoder)
+    return InferencePrecision(mode, PRECISIONS[mode], PRECISIONS[mode])

@@ -108,14 +108,53 @@ def make_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Ge
     return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
+class StaticStep:
+    """The one-token step with fixed input and output buffers (``GPT.forward_static``), captured once as a CUDA
+    graph and replayed for every step: 256 steps of a small batch are otherwise dominated by kernel launches.
+
+    Build it before the prefill: capturing runs the step at position 0, which the prefill then overwrites.
+    With ``capture=False`` the same buffers run eagerly (how the logic is tested on CPU).
+    """
+
+    def __init__(self, gpt: GPT, cache: KVCache, rows: int, capture: bool):
+        device = cache.keys.device
+        self.gpt, self.cache = gpt, cache
+        self.idx = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self.graph = None
+        if capture:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up outside the graph: allocator pools, cuBLAS workspaces
+                for _ in range(2):
+                    gpt.forward_static(self.idx, cache, self.pos)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = gpt.forward_static(self.idx, cache, self.pos)
+
+    def __call__(self, fed: torch.Tensor) -> torch.Tensor:
+        """Feed ``fed`` [rows, 1] at the cache's next position; returns the next logits [rows, V]."""
+        self.idx.copy_(fed)
+        self.pos.fill_(self.cache.length)
+        if self.graph is None:
+            logits = self.gpt.forward_static(self.idx, self.cache, self.pos)
+        else:
+            self.graph.replay()
+            logits = self.logits
+        self.cache.length += 1
+        return logits
+
+
 @torch.inference_mode()
 def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Generator], cfg: SamplingConfig,
-                 steps: int, uncond_ids: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                 steps: int, uncond_ids: torch.Tensor | None = None,
+                 static: bool | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (step, codes[B, steps]) after each sampled token; codes beyond ``step`` are not yet valid.
 
     One prefill over the text, then one single-token forward per step against the cache. With guidance the
-    unconditional rows (``uncond_ids``, the all-[PAD] caption) ride in the same batch. Closing the generator
-    stops sampling at once.
+    unconditional rows (``uncond_ids``, the all-[PAD] caption) ride in the same batch. ``static`` (default: on
+    CUDA) runs the steps as a replayed CUDA graph (StaticStep). Closing the generator stops sampling at once.
     """
     batch = text_ids.shape[0]
     if len(generators) != batch:
@@ -124,9 +163,13 @@ def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Ge
         if uncond_ids is None:
             raise ValueError("guidance needs the unconditional caption ids")
         text_ids = torch.cat([text_ids, uncond_ids.expand(batch, -1)])
-    dtype = next(gpt.parameters()).dtype
-    cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, text_ids.device, max_len=text_ids.shape[1] + steps - 1)
-    codes = torch.zeros(batch, steps, dtype=torch.long, device=text_ids.device)
+    device = text_ids.device
+    dtype = gpt.tok_emb.weight.dtype
+    cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, device, max_len=text_ids.shape[1] + steps - 1)
+    if static is None:
+        static = device.type == "cuda"
+    step_fn = StaticStep(gpt, cache, text_ids.shape[0], capture=device.type == "cuda") if static else None
+    codes = torch.zeros(batch, steps, dtype=torch.long, device=device)
     logits = gpt.forward_cached(text_ids, cache)
     for step in range(steps):
         if cfg.guided:
@@ -135,4 +178,5 @@ def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Ge
         yield step + 1, codes
         if step + 1 < steps:
             fed = codes[:, step:step + 1]
-            logits = gpt.forward_cached(torch.cat([fed, fed]) if cfg.guided else fed, cache)
+            fed = torch.cat([fed, fed]) if cfg.guided else fed
+            logits = step_fn(fed) if step_fn else gpt.forward_cached(fed, cache)

@@ -17,10 +17,7 @@ def reference_codes(painter, prompt: str, seed: int, top_k: int = 100, temperatu
 
 def our_codes(painter, rows, top_k=None, temperature=1.0) -> torch.Tensor:
     sampling = SamplingConfig(top_k=top_k, temperature=temperature).validate(painter.config.img_vocab_size)
-    codes = None
-    for _, codes in painter._codes([(painter.tokenize(p), s) for p, s in rows], sampling):
-        pass
-    return codes
+    return painter.codes([(painter.tokenize(p), s) for p, s in rows], sampling)
 
 
 @pytest.mark.parametrize("top_k,temperature", [(100, 1.0), (5, 0.7), (128, 1.3)])

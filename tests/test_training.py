@@ -223,9 +223,7 @@ def test_guidance_scale_one_is_plain_sampling_and_more_changes_it(painter):
     assert painter.generate("红苹果", seed=4, guidance_scale=1.0)[0][0].tobytes() == plain
     for scale in (3.0, 50.0):
         sampling = SamplingConfig(guidance_scale=scale).validate(128)
-        codes = None
-        for _, codes in painter._codes([(painter.tokenize("红苹果"), 4)], sampling):
-            pass
+        codes = painter.codes([(painter.tokenize("红苹果"), 4)], sampling)
         assert torch.equal(codes[0], guided_reference(painter, "红苹果", 4, scale))
     # the tiny random model barely reads its text, so it takes a strong scale to change the picture
     assert painter.generate("红苹果", seed=4, guidance_scale=50.0)[0][0].tobytes() != plain

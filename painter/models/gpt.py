@@ -85,15 +85,37 @@ class CausalSelfAttention(nn.Module):
         self.attn_pdrop = config.attn_pdrop
         self.n_head = config.n_head
         self.n_unmasked = config.n_unmasked
+        self.qkv: nn.Module | None = None  # set by fuse_qkv() for inference
+
+    def fuse_qkv(self) -> None:
+        """Inference only: one Linear for query, key and value. A one-token step is bound by weight reads and
+        per-call overhead, and one [3E, E] product costs about half of three [E, E] ones."""
+        qkv = nn.Linear(self.query.in_features, 3 * self.query.out_features, device=self.query.weight.device,
+                        dtype=self.query.weight.dtype)
+        with torch.no_grad():
+            qkv.weight.copy_(torch.cat([self.query.weight, self.key.weight, self.value.weight]))
+            qkv.bias.copy_(torch.cat([self.query.bias, self.key.bias, self.value.bias]))
+        self.qkv = qkv
+        del self.query, self.key, self.value
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, e = x.shape
         return x.view(b, t, self.n_head, e // self.n_head).transpose(1, 2)
 
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.qkv is not None:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return self._heads(q), self._heads(k), self._heads(v)
+        return self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        b, h, t, d = y.shape
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, h * d)))
+
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
-        b, t, e = x.shape
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        t = x.shape[1]
+        q, k, v = self._qkv(x)
         if cache is not None:
             k_buf, v_buf = cache
             k_buf[:, :, start:start + t] = k
@@ -102,8 +124,18 @@ class CausalSelfAttention(nn.Module):
         mask = attention_mask(start, t, self.n_unmasked, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.attn_pdrop if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(b, t, e)
-        return self.resid_drop(self.proj(y))
+        return self._out(y)
+
+    def forward_static(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor,
+                       visible: torch.Tensor) -> torch.Tensor:
+        """One token per row at position ``pos`` (a 0-d device tensor) with shapes that never change: the
+        key/value are written with index_copy_ and attention covers the whole cache, ``visible`` [L] masking
+        the unfilled part. This is what a CUDA graph can capture once and replay for every step."""
+        q, k, v = self._qkv(x)
+        k_buf, v_buf = cache
+        k_buf.index_copy_(2, pos.view(1), k)
+        v_buf.index_copy_(2, pos.view(1), v)
+        return self._out(F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=visible))
 
 
 class Block(nn.Module):
@@ -122,6 +154,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache, start)
+        return x + self.mlp(self.ln2(x))
+
+    def forward_static(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor,
+                       visible: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.forward_static(self.ln1(x), cache, pos, visible)
         return x + self.mlp(self.ln2(x))
 
 
@@ -170,6 +207,23 @@ class GPT(nn.Module):
             x = block(x, (cache.keys[layer], cache.values[layer]), start)
         cache.length = start + idx.shape[1]
         return self.head(self.ln_f(x[:, -1]))
+
+    def forward_static(self, idx: torch.Tensor, cache: KVCache, pos: torch.Tensor) -> torch.Tensor:
+        """The fixed-shape twin of ``forward_cached`` for one token per row (idx [B, 1]) at ``pos``, a 0-d long
+        tensor on the model's device: no Python int depends on the step, so the call can be graph-captured.
+        Positions before ``pos`` must be filled; the caller advances ``pos`` and ``cache.length``."""
+        x = self.drop(self.tok_emb(idx) + self.pos_emb[0].index_select(0, pos.view(1)))
+        visible = (torch.arange(cache.max_len, device=idx.device) <= pos).view(1, -1)
+        for layer, block in enumerate(self.blocks):
+            x = block.forward_static(x, (cache.keys[layer], cache.values[layer]), pos, visible)
+        return self.head(self.ln_f(x[:, -1]))
+
+    def fuse_qkv(self) -> "GPT":
+        """Inference only (see CausalSelfAttention.fuse_qkv); the fused model keeps no query/key/value weights,
+        so it cannot be saved in the checkpoint layout."""
+        for block in self.blocks:
+            block.attn.fuse_qkv()
+        return self
 
 
 def _init_weights(module: nn.Module) -> None:

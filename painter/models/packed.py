@@ -1,14 +1,20 @@
-"""Linear layers prepacked for oneDNN, for inference on CPU.
+"""Linear layers prepacked for inference on CPU: oneDNN (fp32/bf16) and fbgemm dynamic int8.
 
 Sampling feeds one token per row, so every Linear of the GPT is a matrix-vector product bound by memory
 bandwidth. PyTorch's default CPU path (MKL GEMV) reads the weights at 13-20 GB/s on this project's 2-core
 machine; oneDNN reading a weight it has reordered once reaches 25-30 GB/s, at batch 1 and 4 alike, with the
 same fp32 arithmetic (results differ by rounding only). This is the kernel Inductor uses for CPU linears.
+
+Int8 goes further: a quarter of fp32's bytes per weight. Weights are quantized once per output channel
+(symmetric, scale = max|w| / 127); each call quantizes its activations per tensor on the fly (fbgemm's
+dynamic linear), accumulates in int32 and returns fp32.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -39,6 +45,47 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN-packed"
 
 
+def int8_available() -> bool:
+    """fbgemm (x86 with AVX2 or better) is built in; elsewhere int8 would fall back to slow reference kernels."""
+    return any(engine in torch.backends.quantized.supported_engines for engine in ("x86", "fbgemm"))
+
+
+class Int8Linear(nn.Module):
+    """Inference-only stand-in for an fp32 ``nn.Linear`` with int8 weights (per output channel) and
+    activations quantized per call."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
+        with warnings.catch_warnings():  # quantized tensors are deprecated upstream; torch is pinned here
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
+                                                 torch.qint8)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # reduce_range=False: fbgemm's VNNI path takes full-range uint8 activations without saturating
+        return torch.ops.quantized.linear_dynamic(x.float().contiguous(), self.packed, False)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
+    """Swap every CPU ``nn.Linear`` inside ``module`` for ``make(linear)``; return how many were swapped."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Linear) and child.weight.device.type == "cpu":
+            setattr(module, name, make(child))
+            count += 1
+        else:
+            count += replace_linears(child, make)
+    return count
+
+
 def pack_linears(module: nn.Module, batch_hint: int = 4) -> int:
     """Replace every CPU fp32/bf16 ``nn.Linear`` inside ``module`` by a PackedLinear; return how many.
 
@@ -47,12 +94,11 @@ def pack_linears(module: nn.Module, batch_hint: int = 4) -> int:
     if not onednn_available():
         log.info("oneDNN is not available in this PyTorch build; keeping plain Linear layers")
         return 0
-    count = 0
-    for name, child in list(module.named_children()):
-        if (isinstance(child, nn.Linear) and child.weight.device.type == "cpu"
-                and child.weight.dtype in (torch.float32, torch.bfloat16)):
-            setattr(module, name, PackedLinear(child, batch_hint))
-            count += 1
-        else:
-            count += pack_linears(child, batch_hint)
-    return count
+    return replace_linears(module, lambda linear: PackedLinear(linear, batch_hint))
+
+
+def quantize_linears(module: nn.Module) -> int:
+    """Replace every CPU ``nn.Linear`` inside ``module`` by an Int8Linear; return how many."""
+    if not int8_available():
+        raise RuntimeError("this PyTorch build has no fbgemm int8 kernels")
+    return replace_linears(module, Int8Linear)

@@ -31,7 +31,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA) (default fp32)")
+    p.add_argument("--precision", default="auto",
+                   help="auto (the fastest mode that passed the quality check here), fp32 (exact), bf16, "
+                        "fp16 (CUDA) or int8 (CPU) (default auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:

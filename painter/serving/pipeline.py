@@ -20,14 +20,15 @@ from painter.checkpoints import build_model, load_checkpoint
 from painter.data.images import tensor_to_pil
 from painter.errors import CheckpointError, SamplingError
 from painter.models import PainterModel
-from painter.models.packed import pack_linears
-from painter.precision import resolve_device, resolve_dtype
+from painter.models.packed import pack_linears, quantize_linears
+from painter.precision import InferencePrecision, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
+from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
 from painter.text import TextTokenizer, TokenizedPrompt
 
 log = logging.getLogger(__name__)
 
-GREY = 0.0  # the middle of [-1, 1]: cells not yet sampled are shown as neutral grey in previews
+PREVIEWS = ("fast", "decode")
 
 
 @dataclass
@@ -54,24 +55,32 @@ class Frame:
 class Painter:
     """A text-to-image model ready to paint: ``Painter.from_pretrained(...).generate(["红苹果"])``.
 
-    It is for inference only: the VQGAN encoder is freed and, on CPU, the GPT's Linear layers are prepacked
-    for oneDNN, so ``painter.model`` cannot be saved or trained (load the checkpoint again for that).
+    It is for inference only: the VQGAN encoder is freed, query/key/value are fused and, on CPU, the GPT's
+    Linear layers are prepacked (oneDNN) or quantized (int8), so ``painter.model`` cannot be saved or trained
+    (load the checkpoint again for that).
     """
 
     def __init__(self, model: PainterModel, tokenizer: TextTokenizer, device: torch.device,
-                 precision: str = "fp32", name: str = "model"):
+                 inference: InferencePrecision | None = None, name: str = "model"):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.precision = precision
+        self.inference = inference or InferencePrecision("fp32", torch.float32, torch.float32)
+        self.precision = self.inference.mode
         self.name = name
         self.config = model.config
+        self._preview_map: PreviewMap | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "fp32") -> "Painter":
-        """Load a model directory (EasyNLP or Painter layout) or a known model name from the cache."""
+    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "auto") -> "Painter":
+        """Load a model directory (EasyNLP or Painter layout) or a known model name from the cache.
+
+        ``precision``: ``fp32`` is exact (the reference's tokens); ``bf16`` (CPU with AVX512-BF16/AMX, or GPU),
+        ``fp16`` (GPU) and ``int8`` (CPU: int8 GPT, bf16 decoder where the CPU has it) are faster; ``auto``
+        picks the fastest of them usable on the device (precision.AUTO_ORDER), falling back to fp32.
+        """
         dev = resolve_device(device)
-        dtype = resolve_dtype(precision, dev)
+        inference = resolve_inference(precision, dev)
         model_dir = hub.resolve(name_or_path)
         checkpoint = load_checkpoint(model_dir)
         tokenizer = TextTokenizer(checkpoint.vocab_file, checkpoint.config.text_len, checkpoint.config.img_vocab_size)
@@ -82,14 +91,21 @@ class Painter:
         fmt = checkpoint.format
         del checkpoint  # the model owns the tensors now; no other reference may keep the originals alive
         model.first_stage_model.drop_encoder()
-        model.to(dev)
-        model.transformer.to(dtype)
+        model.eval().to(dev)
+        model.transformer.to(inference.gpt_dtype).fuse_qkv()
+        model.first_stage_model.to(inference.decoder_dtype)
         if dev.type == "cpu":
-            pack_linears(model.transformer)
+            if inference.int8:
+                quantize_linears(model.transformer)
+            else:
+                pack_linears(model.transformer)
             # oneDNN convolutions run channels-last natively: faster, and no reordered copies of activations
             model.first_stage_model.to(memory_format=torch.channels_last)
-        log.info("loaded %s (%s) on %s in %s", model_dir, fmt, dev, precision)
-        return cls(model, tokenizer, dev, precision, name=Path(str(name_or_path)).name)
+        else:
+            torch.backends.cudnn.benchmark = True  # one decoder shape, so the autotuned kernels are reused
+        log.info("loaded %s (%s) on %s: GPT %s, decoder %s", model_dir, fmt, dev, inference.mode,
+                 str(inference.decoder_dtype).removeprefix("torch."))
+        return cls(model, tokenizer, dev, inference, name=Path(str(name_or_path)).name)
 
     # -- the pieces ---------------------------------------------------------------------------------------
 
@@ -111,12 +127,16 @@ class Painter:
         generators = make_generators([seed for _, seed in rows], self.device)
         return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond)
 
-    def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
-        """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""
+    def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
+        """One batch: the image codes [B, img_len] for each (prompt tokens, seed) row."""
         codes = None
         for _, codes in self._codes(rows, sampling):
             pass
-        return self.decode(codes)
+        return codes
+
+    def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
+        """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""
+        return self.decode(self.codes(rows, sampling))
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
@@ -149,21 +169,38 @@ class Painter:
                 results[i].append(image)
         return results
 
+    def preview_map(self) -> PreviewMap:
+        """This model's fast-preview map (fitted on first use, then read from the cache directory)."""
+        if self._preview_map is None:
+            self._preview_map = PreviewMap.for_vqgan(self.model.first_stage_model, hub.cache_dir() / "previews")
+        return self._preview_map
+
     def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None, top_p: float = 1.0,
-               temperature: float = 1.0, preview_every: int = 16, guidance_scale: float = 1.0) -> Iterator[Frame]:
-        """Yield a Frame with real decodes of the partial grids every ``preview_every`` tokens (0: none),
-        then the final frame. Closing the iterator stops sampling at once."""
+               temperature: float = 1.0, preview_every: int = 8, guidance_scale: float = 1.0,
+               preview: str = "fast") -> Iterator[Frame]:
+        """Yield a preview Frame every ``preview_every`` tokens (0: none), then the final frame (a real decode).
+        ``preview="fast"`` paints sampled cells with the preview map (near-free); ``"decode"`` runs the real
+        decoder on the partial grid. Unsampled cells are grey. Closing the iterator stops sampling at once."""
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
             raise SamplingError(f"preview_every must be a whole number >= 0, got {preview_every!r}")
+        if preview not in PREVIEWS:
+            raise SamplingError(f"preview must be one of {', '.join(PREVIEWS)}, got {preview!r}")
         sampling = self._sampling(top_k, top_p, temperature, guidance_scale)
         seeds = image_seeds(resolve_seed(seed), num_images)
         tokens = self.tokenize(prompt)
         total = self.config.img_len
+        canvas = None
+        if preview == "fast" and preview_every:
+            canvas = PreviewCanvas(self.preview_map(), self.model.first_stage_model.quantize.embedding.weight,
+                                   len(seeds))
         started = time.perf_counter()
         for step, codes in self._codes([(tokens, s) for s in seeds], sampling):
             final = step == total
             if final or (preview_every and step % preview_every == 0):
-                images = self.decode(codes, sampled=step)
+                if final or canvas is None:
+                    images = self.decode(codes, sampled=step)
+                else:
+                    images = tensor_to_pil(canvas.update(codes, step))
                 if final:
                     for image, s in zip(images, seeds):
                         image.info.update(self._params(prompt, tokens, s, sampling))

@@ -20,6 +20,7 @@ from PIL import Image
 
 from painter import __version__
 from painter.errors import PainterError
+from painter.precision import INFERENCE_MODES
 from painter.sampling import MAX_SEED, resolve_seed
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
@@ -248,7 +249,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                         dice = gr.Button("🎲 随机种子")
                         reuse_seed = gr.Button("♻️ 复用种子 Reuse")
                     num_images = gr.Slider(1, 4, value=1, step=1, label="图片数量 Images")
-                    preview_every = gr.Slider(0, 64, value=16, step=4, label="预览间隔 Preview every N tokens")
+                    preview_every = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every N tokens")
                     restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"])
                     restore_msg = gr.Markdown("")
             examples = gr.Dataset(components=[prompt], samples=[[e] for e in first_style.examples or EMOJI_EXAMPLES],
@@ -278,7 +279,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
             with gr.Row():
                 c_prompt = gr.Textbox(label="提示词 Prompt", value="红苹果", scale=3)
                 c_seed = gr.Number(value=0, precision=0, label="种子 Seed", scale=1)
-                c_preview = gr.Slider(0, 64, value=16, step=4, label="预览间隔 Preview every")
+                c_preview = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every")
             with gr.Row():
                 c_model_a = gr.Dropdown(studio.manager.names, value=a_default, label="模型 A")
                 c_model_b = gr.Dropdown(studio.manager.names, value=b_default, label="模型 B")
@@ -316,7 +317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="auto", choices=INFERENCE_MODES,
+                   help="auto (fastest that passed the quality check), fp32 (exact), bf16, fp16 (CUDA), int8 (CPU)")
     p.add_argument("--model", action="append", default=[], help="another model directory or name (repeatable)")
     p.add_argument("--styles", default=str(STYLES_DIR), help="folder of style preset JSON files")
     p.add_argument("--workers", type=int, default=1, help="jobs painting at once (1 suits a CPU)")

@@ -53,7 +53,7 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
 
 
 class ModelManager:
-    def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "fp32"):
+    def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "auto"):
         self.device, self.precision = device, precision
         self._entries: dict[str, ModelEntry] = {}
         self._loaded: dict[str, Painter] = {}

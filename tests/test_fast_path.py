@@ -1,0 +1,167 @@
+"""The fast path: precision modes, int8 and fused layers, the fixed-shape step, fast previews, quality check."""
+
+import numpy as np
+import pytest
+import torch
+
+from painter import Painter
+from painter.errors import DeviceError, SamplingError
+from painter.models.packed import Int8Linear
+from painter.precision import resolve_inference
+from painter.sampling import SamplingConfig, make_generators, sample_codes
+from painter.serving.preview import PreviewCanvas, PreviewMap, image_patches, patches_to_images
+from conftest import ROOT, tiny_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8", "auto"])
+def test_every_mode_loads_and_generates(easynlp_dir, mode):
+    painter = Painter.from_pretrained(easynlp_dir, device="cpu", precision=mode)
+    image = painter.generate("红苹果", seed=3)[0][0]
+    assert image.size == (16, 16) and image.mode == "RGB"
+    assert painter.generate("红苹果", seed=3)[0][0].tobytes() == image.tobytes()  # same seed, same pixels
+    assert np.asarray(image).std() > 0
+
+
+def test_auto_takes_the_fastest_usable_mode_and_falls_back_to_fp32(monkeypatch):
+    import painter.models.packed as packed
+    import painter.precision as precision
+
+    assert resolve_inference("auto", CPU).mode == "int8"  # x86 with fbgemm, as CI's machines are
+    monkeypatch.setattr(packed, "int8_available", lambda: False)
+    assert resolve_inference("auto", CPU).mode == ("bf16" if precision.native_bf16(CPU) else "fp32")
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    chosen = resolve_inference("auto", CPU)
+    assert (chosen.mode, chosen.gpt_dtype, chosen.decoder_dtype) == ("fp32", torch.float32, torch.float32)
+    with pytest.raises(DeviceError, match="int8 is not available here: this PyTorch build has no fbgemm"):
+        resolve_inference("int8", CPU)
+    with pytest.raises(DeviceError, match="unknown precision 'int4'"):
+        resolve_inference("int4", CPU)
+
+
+def test_int8_mode_quantizes_the_gpt_and_keeps_the_decoder_apart(easynlp_dir):
+    painter = Painter.from_pretrained(easynlp_dir, device="cpu", precision="int8")
+    gpt = painter.model.transformer
+    kinds = {type(m).__name__ for m in gpt.modules() if "Linear" in type(m).__name__}
+    assert kinds == {"Int8Linear"}
+    assert gpt.blocks[0].attn.qkv.out_features == 3 * gpt.config.n_embd
+    assert painter.model.first_stage_model.decoder.conv_out.weight.dtype == painter.inference.decoder_dtype
+
+
+def test_int8_linear_is_close_to_fp32():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 512)
+    x = torch.randn(4, 7, 256)
+    exact, quantized = linear(x), Int8Linear(linear)(x)
+    assert quantized.shape == exact.shape and quantized.dtype == torch.float32
+    rel = ((quantized - exact).norm() / exact.norm()).item()
+    assert 0 < rel < 0.02
+
+
+def test_fused_qkv_and_the_static_step_match_the_cached_forward():
+    model = tiny_model(seed=5)
+    gpt = model.transformer
+    ids = torch.randint(0, 128, (3, 32 + 12))
+    with torch.inference_mode():
+        full = gpt(ids)
+        fused = tiny_model(seed=5).transformer.fuse_qkv()
+        assert torch.allclose(fused(ids), full, atol=1e-5)
+        from painter.models import KVCache
+
+        cache = KVCache.empty(gpt.config, 3, torch.float32, CPU, max_len=ids.shape[1])
+        fused.forward_cached(ids[:, :32], cache)
+        for pos in range(32, ids.shape[1]):
+            logits = fused.forward_static(ids[:, pos:pos + 1], cache, torch.tensor(pos))
+            cache.length += 1
+            assert torch.allclose(logits, full[:, pos], atol=1e-5)
+
+
+def test_static_sampling_loop_gives_the_eager_codes(painter):
+    gpt, ids = painter.model.transformer, torch.tensor([painter.tokenize("红苹果").ids] * 2)
+    sampling = SamplingConfig().validate(painter.config.img_vocab_size)
+    runs = []
+    for static in (False, True):
+        for _, codes in sample_codes(gpt, ids, make_generators([4, 5], CPU), sampling, 16, static=static):
+            pass
+        runs.append(codes.clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_patches_round_trip_and_fast_preview_tracks_the_real_decode():
+    images = torch.randn(2, 3, 16, 16)
+    assert torch.equal(patches_to_images(image_patches(images, 4), 4), images)
+    vqgan = tiny_model(seed=1).first_stage_model.eval()
+    preview = PreviewMap.fit(vqgan, grids=32)
+    assert preview.weight.shape == (vqgan.config.embed_dim + 1, 3 * 4 * 4)
+    codes = torch.randint(0, vqgan.config.n_embed, (4, 16), generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        real = vqgan.decode(codes)
+    canvas = PreviewCanvas(preview, vqgan.quantize.embedding.weight, 4)
+    fast = canvas.update(codes, 16)
+    assert fast.shape == real.shape
+    # a random decoder smears codes over their neighbours, so the per-cell map only partly explains it
+    assert np.corrcoef(fast.flatten().numpy(), real.flatten().numpy())[0, 1] > 0.2
+    # half the grid: the other half stays grey
+    half = PreviewCanvas(preview, vqgan.quantize.embedding.weight, 4).update(codes, 8)
+    assert (half[:, :, 8:] == 0).all() and torch.equal(half[:, :, :8], fast[:, :, :8])
+
+
+def test_preview_map_is_cached_and_a_torn_cache_is_refitted(tmp_path, monkeypatch, caplog):
+    vqgan = tiny_model(seed=1).first_stage_model.eval()
+    first = PreviewMap.for_vqgan(vqgan, tmp_path)
+    [path] = tmp_path.glob("preview-*.safetensors")
+    monkeypatch.setattr(PreviewMap, "fit", classmethod(lambda cls, v: pytest.fail("refitted a cached map")))
+    assert torch.equal(PreviewMap.for_vqgan(vqgan, tmp_path).weight, first.weight)
+    path.write_bytes(path.read_bytes()[:40])
+    monkeypatch.undo()
+    again = PreviewMap.for_vqgan(vqgan, tmp_path)
+    assert "unreadable preview map" in caplog.text and torch.allclose(again.weight, first.weight)
+
+
+def test_stream_previews_fast_and_decoded(painter):
+    fast = list(painter.stream("红苹果", seed=2, preview_every=8))
+    decoded = list(painter.stream("红苹果", seed=2, preview_every=8, preview="decode"))
+    assert [f.step for f in fast] == [f.step for f in decoded] == [8, 16]
+    assert fast[-1].image.tobytes() == decoded[-1].image.tobytes()  # the final frame is always a real decode
+    assert fast[0].image.tobytes() != decoded[0].image.tobytes()
+    with pytest.raises(SamplingError, match="preview must be one of fast, decode"):
+        next(painter.stream("红苹果", preview="full"))
+
+
+def test_quality_check_computation(easynlp_dir):
+    from bench.quality import fp32_trajectories, mode_quality, next_token_divergence
+
+    exact = Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp32")
+    sequences, codes = fp32_trajectories(exact, ["红苹果", "宽松T恤"])
+    assert sequences.shape == (2, 32 + 16) and torch.equal(sequences[:, 32:], codes)
+    gpt = exact.model.transformer
+    assert next_token_divergence(gpt, gpt, sequences, 32) == (0.0, 1.0)
+    # a candidate whose logits are the reference's halved: KL and agreement computed by hand
+    with torch.inference_mode():
+        ref = torch.log_softmax(gpt(sequences[:, :-1])[:, 31:], -1)
+        cand = torch.log_softmax(gpt(sequences[:, :-1])[:, 31:] / 2, -1)
+    expected = (ref.exp() * (ref - cand)).sum(-1).mean().item()
+
+    class Halved(torch.nn.Module):
+        def forward(self, ids):
+            return gpt(ids) / 2
+
+    kl, top1 = next_token_divergence(gpt, Halved(), sequences, 32)
+    assert kl == pytest.approx(expected, rel=1e-5) and kl > 0.01 and top1 == 1.0
+    results = mode_quality(easynlp_dir, ["bf16", "int8"], prompts=["红苹果", "宽松T恤"])
+    assert set(results) == {"bf16", "int8"}
+    for q in results.values():
+        assert 0 <= q["kl"] < 0.5 and 0.5 < q["top1"] <= 1 and q["decoder_psnr"] > 25
+
+
+def test_fast_preview_of_the_trained_demo_vqgan_looks_like_its_decode():
+    from painter.checkpoints import load_vqgan
+
+    vqgan = load_vqgan(ROOT / "assets" / "models" / "demo-vqgan").eval()
+    preview = PreviewMap.fit(vqgan, grids=8)
+    codes = torch.randint(0, vqgan.config.n_embed, (4, 256), generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        real = vqgan.decode(codes)
+    fast = PreviewCanvas(preview, vqgan.quantize.embedding.weight, 4).update(codes, 256)
+    assert np.corrcoef(fast.flatten().numpy(), real.flatten().numpy())[0, 1] > 0.7
