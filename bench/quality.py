@@ -7,7 +7,8 @@ For each model and mode:
 
 * along image-code trajectories sampled by fp32 (one per prompt, fixed seeds), the mean KL divergence
   KL(fp32 || mode) of the next-token distributions (temperature 1, no filtering) and how often both put the
-  same code first; both models see the same fp32 trajectory (teacher forcing), so errors do not compound;
+  same code first; both models are fed the same fp32 trajectory through their own sampling path (prefill, then
+  cached one-token steps with the mode's key/value cache), so errors do not compound;
 * the PSNR of the mode's VQGAN decode against fp32's for the same codes (8-bit images, as written to PNG).
 
 Targets: KL <= 0.02 nats, decoder PSNR >= 40 dB. ``random-base`` has random weights of the base shape (its
@@ -24,26 +25,33 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from painter.models import GPT
+from painter.models import GPT, KVCache
 
 PROMPTS = ["红苹果", "一只猫", "蓝色的汽车", "笑脸", "一杯咖啡", "彩虹", "生日蛋糕", "月亮"]
 KL_TARGET, PSNR_TARGET = 0.02, 40.0
 
 
 @torch.inference_mode()
-def next_token_divergence(reference: GPT, candidate: GPT, sequences: torch.Tensor, text_len: int,
-                          batch: int = 4) -> tuple[float, float]:
-    """Mean KL(reference || candidate) in nats over the image positions of ``sequences`` [N, text_len + L]
-    (text ids then codes), and the fraction of positions where both models' most likely code agree."""
-    kl_sum, agree, count = 0.0, 0, 0
+def stepped_logits(gpt: GPT, sequences: torch.Tensor, text_len: int, cache_dtype: torch.dtype | None = None,
+                   batch: int = 4) -> torch.Tensor:
+    """Next-code logits [N, L, V] along ``sequences`` [N, text_len + L] (text ids, then codes), computed the way
+    sampling computes them: a prefill of the text, then one cached step per code."""
+    out = []
     for rows in sequences.split(batch):
-        inputs = rows[:, :-1]
-        ref = F.log_softmax(reference(inputs)[:, text_len - 1:].float(), dim=-1)
-        cand = F.log_softmax(candidate(inputs)[:, text_len - 1:].float(), dim=-1)
-        kl_sum += (ref.exp() * (ref - cand)).sum(-1).sum().item()
-        agree += (ref.argmax(-1) == cand.argmax(-1)).sum().item()
-        count += ref.shape[0] * ref.shape[1]
-    return kl_sum / count, agree / count
+        cache = KVCache.empty(gpt.config, len(rows), cache_dtype or gpt.tok_emb.weight.dtype, rows.device,
+                              max_len=rows.shape[1] - 1)
+        logits = [gpt.forward_cached(rows[:, :text_len], cache)]
+        logits += [gpt.forward_cached(rows[:, pos:pos + 1], cache) for pos in range(text_len, rows.shape[1] - 1)]
+        out.append(torch.stack(logits, 1).float())
+    return torch.cat(out)
+
+
+def divergence(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
+    """Mean KL(reference || candidate) in nats between the softmaxes of two logit tensors [..., V], and the
+    fraction of positions whose most likely code agrees."""
+    ref, cand = F.log_softmax(reference.float(), -1), F.log_softmax(candidate.float(), -1)
+    kl = (ref.exp() * (ref - cand)).sum(-1).mean().item()
+    return kl, (ref.argmax(-1) == cand.argmax(-1)).float().mean().item()
 
 
 def fp32_trajectories(painter, prompts: list[str], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,13 +70,14 @@ def mode_quality(model_dir: Path, modes: list[str], prompts: list[str] = PROMPTS
 
     exact = Painter.from_pretrained(model_dir, device="cpu", precision="fp32")
     sequences, codes = fp32_trajectories(exact, prompts)
+    reference_logits = stepped_logits(exact.model.transformer, sequences, exact.config.text_len)
     with torch.inference_mode():
         reference_images = exact.model.first_stage_model.decode(codes).float()
     results = {}
     for mode in modes:
         fast = Painter.from_pretrained(model_dir, device="cpu", precision=mode)
-        kl, top1 = next_token_divergence(exact.model.transformer, fast.model.transformer, sequences,
-                                         exact.config.text_len)
+        kl, top1 = divergence(reference_logits, stepped_logits(fast.model.transformer, sequences, exact.config.text_len,
+                                                               fast.inference.cache_dtype))
         with torch.inference_mode():
             images = torch.cat([fast.model.first_stage_model.decode(c[None]).float() for c in codes])
         results[fast.precision] = {"kl": kl, "top1": top1, "decoder_psnr": psnr(images, reference_images),

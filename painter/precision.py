@@ -62,12 +62,13 @@ def training_autocast(precision: str, device: torch.device):
 
 @dataclass(frozen=True)
 class InferencePrecision:
-    """How a loaded model runs: the GPT's mode (int8 means int8 Linear layers with fp32 elsewhere) and the
-    VQGAN decoder's dtype, which may differ (on CPU, int8 GPT + bf16 decoder)."""
+    """How a loaded model runs: the GPT's mode (int8 means int8 Linear layers with fp32 elsewhere), its
+    key/value cache's dtype and the VQGAN decoder's, which may differ (on CPU: int8 GPT, bf16 cache and decoder)."""
 
     mode: str
     gpt_dtype: torch.dtype
     decoder_dtype: torch.dtype
+    cache_dtype: torch.dtype  # the key/value cache, read in full at every step
 
     @property
     def int8(self) -> bool:
@@ -114,6 +115,6 @@ def resolve_inference(precision: str, device: torch.device) -> InferencePrecisio
         if reason:
             raise DeviceError(f"precision {mode} is not available here: {reason}; use --precision auto or fp32")
     if mode == "int8":
-        decoder = torch.bfloat16 if native_bf16(device) else torch.float32
-        return InferencePrecision("int8", torch.float32, decoder)
-    return InferencePrecision(mode, PRECISIONS[mode], PRECISIONS[mode])
+        narrow = torch.bfloat16 if native_bf16(device) else torch.float32
+        return InferencePrecision("int8", torch.float32, narrow, narrow)
+    return InferencePrecision(mode, PRECISIONS[mode], PRECISIONS[mode], PRECISIONS[mode])

@@ -148,13 +148,14 @@ class StaticStep:
 
 @torch.inference_mode()
 def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Generator], cfg: SamplingConfig,
-                 steps: int, uncond_ids: torch.Tensor | None = None,
-                 static: bool | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                 steps: int, uncond_ids: torch.Tensor | None = None, static: bool | None = None,
+                 cache_dtype: torch.dtype | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (step, codes[B, steps]) after each sampled token; codes beyond ``step`` are not yet valid.
 
     One prefill over the text, then one single-token forward per step against the cache. With guidance the
     unconditional rows (``uncond_ids``, the all-[PAD] caption) ride in the same batch. ``static`` (default: on
-    CUDA) runs the steps as a replayed CUDA graph (StaticStep). Closing the generator stops sampling at once.
+    CUDA) runs the steps as a replayed CUDA graph (StaticStep). ``cache_dtype`` defaults to the model's.
+    Closing the generator stops sampling at once.
     """
     batch = text_ids.shape[0]
     if len(generators) != batch:
@@ -164,7 +165,7 @@ def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Ge
             raise ValueError("guidance needs the unconditional caption ids")
         text_ids = torch.cat([text_ids, uncond_ids.expand(batch, -1)])
     device = text_ids.device
-    dtype = gpt.tok_emb.weight.dtype
+    dtype = cache_dtype or gpt.tok_emb.weight.dtype
     cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, device, max_len=text_ids.shape[1] + steps - 1)
     if static is None:
         static = device.type == "cuda"

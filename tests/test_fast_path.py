@@ -130,29 +130,25 @@ def test_stream_previews_fast_and_decoded(painter):
 
 
 def test_quality_check_computation(easynlp_dir):
-    from bench.quality import fp32_trajectories, mode_quality, next_token_divergence
+    from bench.quality import divergence, fp32_trajectories, mode_quality, stepped_logits
 
     exact = Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp32")
     sequences, codes = fp32_trajectories(exact, ["红苹果", "宽松T恤"])
     assert sequences.shape == (2, 32 + 16) and torch.equal(sequences[:, 32:], codes)
     gpt = exact.model.transformer
-    assert next_token_divergence(gpt, gpt, sequences, 32) == (0.0, 1.0)
-    # a candidate whose logits are the reference's halved: KL and agreement computed by hand
+    logits = stepped_logits(gpt, sequences, 32)
     with torch.inference_mode():
-        ref = torch.log_softmax(gpt(sequences[:, :-1])[:, 31:], -1)
-        cand = torch.log_softmax(gpt(sequences[:, :-1])[:, 31:] / 2, -1)
-    expected = (ref.exp() * (ref - cand)).sum(-1).mean().item()
-
-    class Halved(torch.nn.Module):
-        def forward(self, ids):
-            return gpt(ids) / 2
-
-    kl, top1 = next_token_divergence(gpt, Halved(), sequences, 32)
-    assert kl == pytest.approx(expected, rel=1e-5) and kl > 0.01 and top1 == 1.0
+        assert torch.allclose(logits, gpt(sequences[:, :-1])[:, 31:], atol=1e-5)  # the cached path, step by step
+    assert divergence(logits, logits) == (0.0, 1.0)
+    # halved logits: the same ranking, a KL computed here by hand
+    p, q = torch.softmax(logits, -1), torch.softmax(logits / 2, -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean().item()
+    kl, top1 = divergence(logits, logits / 2)
+    assert kl == pytest.approx(expected, rel=1e-4) and kl > 0.01 and top1 == 1.0
     results = mode_quality(easynlp_dir, ["bf16", "int8"], prompts=["红苹果", "宽松T恤"])
     assert set(results) == {"bf16", "int8"}
     for q in results.values():
-        assert 0 <= q["kl"] < 0.5 and 0.5 < q["top1"] <= 1 and q["decoder_psnr"] > 25
+        assert 0 < q["kl"] < 0.5 and 0.5 < q["top1"] <= 1 and q["decoder_psnr"] > 25
 
 
 def test_fast_preview_of_the_trained_demo_vqgan_looks_like_its_decode():

@@ -65,7 +65,7 @@ class Painter:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.inference = inference or InferencePrecision("fp32", torch.float32, torch.float32)
+        self.inference = inference or InferencePrecision("fp32", torch.float32, torch.float32, torch.float32)
         self.precision = self.inference.mode
         self.name = name
         self.config = model.config
@@ -125,7 +125,8 @@ class Painter:
         text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
         uncond = torch.tensor([self.tokenizer.unconditional()], dtype=torch.long, device=self.device)
         generators = make_generators([seed for _, seed in rows], self.device)
-        return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond)
+        return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond,
+                            cache_dtype=self.inference.cache_dtype)
 
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
         """One batch: the image codes [B, img_len] for each (prompt tokens, seed) row."""
