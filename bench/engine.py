@@ -10,7 +10,9 @@ method (so that peak RSS is per method) loads it and measures:
 * reference: 256 steps, each re-running the whole sequence with autograd on (bench/reference.py), plus an
   fp32 NCHW decode. By default the time of a step is measured at 5 sequence lengths and integrated over the
   256 steps (a full run of the large model takes tens of minutes); ``--full-reference`` runs every step.
-* ours, per mode: ``Painter.from_pretrained(precision=mode)`` as a user loads a model, one warm-up, then
+* ours, per mode: ``Painter.from_pretrained(precision=mode)`` as a user loads a model (from the Painter-layout
+  copy that ``painter convert`` makes, which is read lazily: loading an EasyNLP .bin peaks ~0.3 GB higher, as
+  torch.load reads the whole pickle first), one warm-up, then
   tokens (256 steps), decode, and prompt -> PNG end to end (``generate`` + PNG encoding), per image; the
   cost of fast previews every 8 tokens; peak RSS.
 * the bandwidth floor: the bytes of weights one step reads, times 256 steps, over the read bandwidth
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -199,13 +202,17 @@ def child(args: argparse.Namespace) -> None:
 def run_child(kind: str, model_dir: Path, args: argparse.Namespace, precision: str = "fp32") -> dict:
     cmd = [sys.executable, "-m", "bench.engine", "--child", kind, "--model-dir", str(model_dir),
            "--precision", precision] + (["--full-reference"] if args.full_reference else [])
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    # a fresh cache per child: the preview map's one-off fit is measured, and the user's cache is left alone
+    env = {**os.environ, "PAINTER_CACHE": str(Path(model_dir).parent / f"cache-{kind}-{precision}")}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
+    from painter.checkpoints import convert
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--modes", nargs="+", default=["fp32", "bf16", "auto"])
@@ -229,12 +236,13 @@ def main() -> None:
         for name in args.configs:
             model_dir = write_checkpoint(name, Path(tmp))
             ref = run_child("reference", model_dir, args)
+            ours_dir = convert(model_dir, Path(tmp) / f"{name}-painter", to="painter")
             logit_checks.append(f"{name}: {ref['max_logit_diff']:.1e}")
             reference = {b: ref["batches"][str(b)] + ref["decode_s"] for b in BATCHES}
             print(f"| {name} | reference (fp32) | 1 | {ref['batches']['1']:.2f} | {ref['decode_s']:.2f} | "
                   f"{reference[1]:.2f} | {reference[1]:.2f} | 1.0x | | | {ref['rss_gb']:.2f} |", flush=True)
             for mode in args.modes:
-                ours = run_child("ours", model_dir, args, mode)
+                ours = run_child("ours", ours_dir, args, mode)
                 label = f"{mode}→{ours['mode']}" if mode != ours["mode"] else mode
                 for batch in BATCHES:
                     b = str(batch)

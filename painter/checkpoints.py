@@ -21,12 +21,16 @@ import logging
 import os
 import re
 import shutil
+import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from painter.data.files import atomic_output
 from painter.errors import CheckpointError, ConfigError, ModelNotFoundError
@@ -55,7 +59,7 @@ class Checkpoint:
     """A model directory read into memory: its config, its tensors and where its vocabulary is."""
 
     config: ModelConfig
-    state_dict: dict[str, torch.Tensor]
+    state_dict: Mapping[str, torch.Tensor]  # a SafetensorsFile (read on access) for the Painter layout
     vocab_file: Path
     format: str
     path: Path
@@ -157,26 +161,97 @@ def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, source
     return check_tensors(state, expected_shapes(config), source, ignored=is_mask)
 
 
-def check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: Path,
-                  ignored=lambda key: False) -> dict[str, torch.Tensor]:
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class SafetensorsFile(Mapping[str, torch.Tensor]):
+    """The tensors of a safetensors file, each read from disk when asked for.
+
+    Shapes and dtypes come from the header, so a checkpoint is checked without reading its weights, and a
+    loader that shrinks the model piece by piece (int8, bf16) never holds all the original weights at once.
+    Tensors are read into ordinary memory rather than memory-mapped: mapped pages, once touched, would stay
+    resident for as long as any tensor of the file lives. ``extra`` tensors (a shared VQGAN's) are served
+    alongside the file's.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            safe_open(str(path), framework="pt", device="cpu")  # validates the header and the file's length
+            with open(path, "rb") as fh:
+                size = struct.unpack("<Q", fh.read(8))[0]
+                self._header = json.loads(fh.read(size))
+            self._header.pop("__metadata__", None)
+            self._data_start = 8 + size
+        except (SafetensorError, OSError, ValueError, struct.error) as exc:
+            raise CheckpointError(f"{path} could not be read (truncated or corrupt safetensors file): {exc}") from exc
+        self.extra: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key in self.extra:
+            return self.extra[key]
+        entry = self._header[key]
+        begin, end = entry["data_offsets"]
+        buffer = bytearray(end - begin)
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._data_start + begin)
+                complete = fh.readinto(buffer) == len(buffer)
+        except OSError as exc:
+            raise CheckpointError(f"{self.path} could not be read at {key}: {exc}") from exc
+        if not complete:
+            raise CheckpointError(f"{self.path} is truncated: {key} is cut short")
+        dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        if not buffer:
+            return torch.empty(entry["shape"], dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+
+    def __iter__(self):
+        yield from self._header
+        yield from (k for k in self.extra if k not in self._header)
+
+    def __len__(self) -> int:
+        return len(set(self._header) | set(self.extra))
+
+    def header(self, key: str) -> tuple[torch.Size, bool]:
+        """(shape, is a float dtype) of a tensor, without reading it."""
+        if key in self.extra:
+            return self.extra[key].shape, self.extra[key].is_floating_point()
+        entry = self._header[key]
+        return torch.Size(entry["shape"]), entry["dtype"] in ("F16", "BF16", "F32", "F64")
+
+
+def _header(state: Mapping[str, torch.Tensor], key: str) -> tuple[torch.Size, bool]:
+    if isinstance(state, SafetensorsFile):
+        return state.header(key)
+    return state[key].shape, state[key].is_floating_point()
+
+
+def check_tensors(state: Mapping[str, torch.Tensor], expected: dict[str, torch.Size], source: Path,
+                  ignored=lambda key: False) -> Mapping[str, torch.Tensor]:
     """Every expected tensor present, float, of the right shape; nothing else but ``ignored`` keys.
-    Returns the expected tensors; the error names each key and both shapes."""
+    Returns the expected tensors (a lazy file stays lazy); the error names each key and both shapes."""
     problems = []
     unexpected = [k for k in state if k not in expected and not ignored(k)]
     missing = [k for k in expected if k not in state]
-    mismatched = [k for k in expected if k in state and state[k].shape != expected[k]]
+    headers = {k: _header(state, k) for k in expected if k in state}
+    mismatched = [k for k, (shape, _) in headers.items() if shape != expected[k]]
     for k in mismatched:
-        problems.append(f"{k} has shape {list(state[k].shape)} but the config needs {list(expected[k])}")
+        problems.append(f"{k} has shape {list(headers[k][0])} but the config needs {list(expected[k])}")
     if missing:
         problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensor(s): "
                         f"{', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-    non_float = [k for k in expected if k in state and not state[k].is_floating_point()]
+    non_float = [k for k, (_, is_float) in headers.items() if not is_float]
     if non_float:
         problems.append(f"non-float tensor(s): {', '.join(non_float[:5])}")
     if problems:
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
+    if isinstance(state, SafetensorsFile):
+        return state  # nothing unexpected can be in it: only EasyNLP files have ignored keys
     return {k: state[k] for k in expected}
 
 
@@ -227,20 +302,45 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     if not vocab.is_file():
         raise CheckpointError(f"{vocab} is missing; copy the model's vocab.txt (Chinese BERT, 21,128 lines) there")
     weights = model_dir / (PAINTER_WEIGHTS if fmt == "painter" else EASYNLP_WEIGHTS)
-    raw = _load_safetensors(weights) if fmt == "painter" else _load_torch_bin(weights)
+    raw = SafetensorsFile(weights) if fmt == "painter" else _load_torch_bin(weights)
     if fmt == "painter":
-        raw.update(_shared_vqgan_tensors(model_dir, config))
+        raw.extra.update(_shared_vqgan_tensors(model_dir, config))
     state = check_state_dict(raw, config, weights)
     log.info("read %s model from %s (%d tensors)", fmt, model_dir, len(state))
     return Checkpoint(config=config, state_dict=state, vocab_file=vocab, format=fmt, path=model_dir)
 
 
-def build_model(checkpoint: Checkpoint) -> PainterModel:
-    """Networks holding the checkpoint's tensors, without first allocating random weights."""
+_BLOCK_KEY = re.compile(r"^(transformer\.blocks\.\d+)\.")
+
+
+def build_model(checkpoint: Checkpoint, prepare: Callable[[str, nn.Module], None] | None = None,
+                skip: Callable[[str], bool] = lambda key: False) -> PainterModel:
+    """Networks holding the checkpoint's tensors (in fp32), without first allocating random weights.
+
+    Tensors are assigned one group at a time, each GPT block and then the rest, and ``prepare(name, module)``
+    runs after each group (name "" for the rest, with the whole model): a caller that shrinks what it has just
+    loaded never holds the whole original model, which for a lazily read safetensors file bounds the peak
+    memory by the final model plus one block. A dict state is emptied as it is loaded. ``skip`` keys are not loaded (their modules stay on 'meta' and
+    must be dropped by ``prepare``).
+    """
     with torch.device("meta"):
         model = PainterModel(checkpoint.config)
-    model.load_state_dict(checkpoint.state_dict, strict=True, assign=True)
-    return model.float().eval()
+    state = checkpoint.state_dict
+    # A dict is consumed as it is loaded, so that each original tensor can die as soon as it is converted.
+    take = state.pop if isinstance(state, dict) else state.__getitem__
+    groups: dict[str, list[str]] = {}
+    for key in state:
+        if not skip(key):
+            match = _BLOCK_KEY.match(key)
+            groups.setdefault(match.group(1) if match else "", []).append(key)
+    for name in sorted(groups, key=lambda g: (g == "", g)):  # the blocks, then the rest
+        model.load_state_dict({k: take(k).float() for k in groups[name]}, strict=False, assign=True)
+        if prepare:
+            prepare(name, model.get_submodule(name))
+    left = [k for k, v in model.state_dict().items() if v.is_meta]
+    if left:
+        raise CheckpointError(f"{checkpoint.path}: {len(left)} tensor(s) were not loaded, e.g. {left[0]}")
+    return model.eval()
 
 
 def save_painter(model: PainterModel, vocab_file: Path, dst: str | Path, dtype: torch.dtype | None = None,

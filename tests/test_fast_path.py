@@ -161,3 +161,21 @@ def test_fast_preview_of_the_trained_demo_vqgan_looks_like_its_decode():
         real = vqgan.decode(codes)
     fast = PreviewCanvas(preview, vqgan.quantize.embedding.weight, 4).update(codes, 256)
     assert np.corrcoef(fast.flatten().numpy(), real.flatten().numpy())[0, 1] > 0.7
+
+
+def test_checkpoints_load_block_by_block_and_painter_files_lazily(painter_dir, easynlp_dir):
+    from painter.checkpoints import SafetensorsFile, build_model, load_checkpoint
+
+    checkpoint = load_checkpoint(painter_dir)
+    assert isinstance(checkpoint.state_dict, SafetensorsFile)
+    seen = []
+    lazy = build_model(checkpoint, prepare=lambda name, module: seen.append((name, type(module).__name__)))
+    assert seen == [("transformer.blocks.0", "Block"), ("transformer.blocks.1", "Block"), ("", "PainterModel")]
+    eager = load_checkpoint(easynlp_dir)
+    state = eager.state_dict
+    left = []
+    model = build_model(eager, prepare=lambda name, module: left.append(len(state)))
+    # a dict is consumed as it is loaded, so each original tensor can be freed once its group is converted
+    assert left[0] > left[1] > left[2] == 0
+    for (k, a), b in zip(lazy.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -89,7 +89,9 @@ class CausalSelfAttention(nn.Module):
 
     def fuse_qkv(self) -> None:
         """Inference only: one Linear for query, key and value. A one-token step is bound by weight reads and
-        per-call overhead, and one [3E, E] product costs about half of three [E, E] ones."""
+        per-call overhead, and one [3E, E] product costs about half of three [E, E] ones. Idempotent."""
+        if self.qkv is not None:
+            return
         qkv = nn.Linear(self.query.in_features, 3 * self.query.out_features, device=self.query.weight.device,
                         dtype=self.query.weight.dtype)
         with torch.no_grad():

@@ -20,6 +20,7 @@ from painter.checkpoints import build_model, load_checkpoint
 from painter.data.images import tensor_to_pil
 from painter.errors import CheckpointError, SamplingError
 from painter.models import PainterModel
+from painter.models.gpt import CausalSelfAttention
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
@@ -87,21 +88,13 @@ class Painter:
         if tokenizer.vocab_size != checkpoint.config.text_vocab_size:
             raise CheckpointError(f"{checkpoint.vocab_file} has {tokenizer.vocab_size} wordpieces but the model "
                                   f"was trained with {checkpoint.config.text_vocab_size}")
-        model = build_model(checkpoint)
+        # Each GPT block is converted as soon as it is loaded, so the original weights never all coexist with
+        # the converted ones (with a Painter-layout file, which is read lazily, int8 base peaks near its size).
+        model = build_model(checkpoint, prepare=lambda name, module: prepare_for_inference(module, inference, dev),
+                            skip=is_encoder_key)
         fmt = checkpoint.format
         del checkpoint  # the model owns the tensors now; no other reference may keep the originals alive
-        model.first_stage_model.drop_encoder()
-        model.eval().to(dev)
-        model.transformer.to(inference.gpt_dtype).fuse_qkv()
-        model.first_stage_model.to(inference.decoder_dtype)
-        if dev.type == "cpu":
-            if inference.int8:
-                quantize_linears(model.transformer)
-            else:
-                pack_linears(model.transformer)
-            # oneDNN convolutions run channels-last natively: faster, and no reordered copies of activations
-            model.first_stage_model.to(memory_format=torch.channels_last)
-        else:
+        if dev.type != "cpu":
             torch.backends.cudnn.benchmark = True  # one decoder shape, so the autotuned kernels are reused
         log.info("loaded %s (%s) on %s: GPT %s, decoder %s", model_dir, fmt, dev, inference.mode,
                  str(inference.decoder_dtype).removeprefix("torch."))
@@ -211,6 +204,32 @@ class Painter:
         return {"prompt": prompt, "used_prompt": tokens.used_text, "dropped_tokens": tokens.dropped,
                 "seed": seed, "top_k": sampling.top_k, "top_p": sampling.top_p,
                 "temperature": sampling.temperature, "guidance_scale": sampling.guidance_scale, "model": self.name}
+
+
+def is_encoder_key(key: str) -> bool:
+    """Painting only decodes: the VQGAN encoder (29M parameters at the f16 config) is never loaded."""
+    return key.startswith(("first_stage_model.encoder.", "first_stage_model.quant_conv."))
+
+
+def prepare_for_inference(module: torch.nn.Module, inference: InferencePrecision, device: torch.device) -> None:
+    """Convert a freshly loaded GPT block, or the whole model once its last tensors are in, for inference:
+    device and dtypes, fused query/key/value, and on CPU int8 or oneDNN-packed Linear layers and a
+    channels-last decoder. Parts converted earlier are left as they are."""
+    if isinstance(module, PainterModel):
+        module.first_stage_model.drop_encoder()
+        module.first_stage_model.to(device=device, dtype=inference.decoder_dtype)
+        if device.type == "cpu":  # oneDNN convolutions run channels-last natively: no reordered activations
+            module.first_stage_model.to(memory_format=torch.channels_last)
+        module = module.transformer
+    module.to(device=device, dtype=inference.gpt_dtype)
+    for attention in module.modules():
+        if isinstance(attention, CausalSelfAttention):
+            attention.fuse_qkv()
+    if device.type == "cpu":
+        if inference.int8:
+            quantize_linears(module)
+        else:
+            pack_linears(module)
 
 
 def grey_out(images: torch.Tensor, sampled: int, grid: int) -> torch.Tensor:
