@@ -117,7 +117,7 @@ def test_compare_returns_two_streamed_images(server):
     assert len(updates) >= 3
     img_a, info_a, img_b, info_b = updates[-1]
     assert Image.open(img_a).size == Image.open(img_b).size == (256, 256)
-    assert "tiny · 16 / 16" in info_a and "tiny3 · 16 / 16" in info_b and "tokens/s" in info_b
+    assert "tiny · 16 / 16" in info_a and "tiny3 · 16 / 16" in info_b and "tokens/s · int8" in info_b
     assert not np.array_equal(np.asarray(Image.open(img_a)), np.asarray(Image.open(img_b)))
 
 

@@ -137,7 +137,7 @@ class Studio:
                 if notes is None:  # the prompt as the model read it comes with the first frame
                     notes = ([note] if note else []) + prompt_notes(frame.prompt, painter.config.text_len)
                 status = (f"{stream_name}{frame.step} / {frame.total} tokens · {frame.elapsed:.1f} s · "
-                          f"{frame.tokens_per_second:.0f} tokens/s")
+                          f"{frame.tokens_per_second:.0f} tokens/s · {painter.precision}")
                 if notes:
                     status += "  \n" + "  \n".join(notes)
                 images = [display(im) for im in frame.images]
