@@ -34,7 +34,7 @@ pictures they paint derive from Twemoji and need the CC-BY attribution above.
 
 Training throughput: {tokens_per_s:.0f} tokens/s on one core (bf16 autocast).
 
-## Metrics (`painter eval`, seed 0, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance})
+## Metrics (`painter eval`, seed 0, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance}, {eval_precision} mode)
 | metric | value |
 |---|---|
 | validation loss (held-out images) | {valid_loss:.3f} |
@@ -72,7 +72,7 @@ def main(name: str, runs: Path, models: Path) -> None:
         vqgan_psnr=evaluation["vqgan_psnr"], r_at_1=evaluation["r_at_1_train"],
         r_at_1_valid=evaluation.get("r_at_1_valid", float("nan")), train_loss=log[-1]["loss"],
         eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"],
-        eval_guidance=evaluation["guidance_scale"], **gpt)
+        eval_guidance=evaluation["guidance_scale"], eval_precision=evaluation.get("precision", "fp32"), **gpt)
     (models / name / "README.md").write_text(card, encoding="utf-8")
 
 
