@@ -134,8 +134,13 @@ class Painter:
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
-        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey."""
-        images = self.model.first_stage_model.decode(codes.to(self.device))
+        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey.
+
+        On CPU the images are decoded one at a time: the decoder is compute-bound, so batching gains nothing
+        there, while a batch of four 256x256 activations costs several hundred MB of peak memory."""
+        vqgan, codes = self.model.first_stage_model, codes.to(self.device)
+        chunk = 1 if self.device.type == "cpu" else len(codes)
+        images = torch.cat([vqgan.decode(part) for part in codes.split(chunk)])
         if sampled is not None and sampled < self.config.img_len:
             images = grey_out(images, sampled, self.config.vqgan.grid_size)
         return tensor_to_pil(images)

@@ -64,7 +64,7 @@ class PreviewMap:
 
     @classmethod
     @torch.inference_mode()
-    def fit(cls, vqgan: VQGAN, grids: int = 16, seed: int = 0, batch: int = 4, ridge: float = 1e-3) -> "PreviewMap":
+    def fit(cls, vqgan: VQGAN, grids: int = 16, seed: int = 0, batch: int = 1, ridge: float = 1e-3) -> "PreviewMap":
         """Least squares (with a little ridge) over the cells of ``grids`` real decodes of random code grids."""
         cfg = vqgan.config
         generator = torch.Generator().manual_seed(seed)
