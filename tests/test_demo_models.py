@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -39,7 +40,10 @@ def test_predict_defaults_to_demo_large(tmp_path):
 @pytest.mark.parametrize("name", ["demo-large"])
 def test_red_apple_is_red(name):
     painter = Painter.from_pretrained(name, device="cpu")
-    images = painter.generate("红苹果", seed=0, num_images=4, top_k=20, temperature=0.9, guidance_scale=1.5)[0]
+    # as the studio paints it: the emoji preset's template and sampling settings (styles/emoji.json)
+    preset = json.loads((hub.PROJECT_ROOT / "styles" / "emoji.json").read_text(encoding="utf-8"))
+    images = painter.generate(preset["template"].format(prompt="红苹果"), seed=0, num_images=4,
+                              **preset["sampling"])[0]
     reds = 0
     for image in images:
         a = np.asarray(image, dtype=np.float32)
