@@ -6,6 +6,7 @@ import torch
 
 from painter import Painter
 from painter.errors import DeviceError, SamplingError
+from painter.models.gpt import fuse_qkv
 from painter.models.packed import Int8Linear
 from painter.precision import resolve_inference
 from painter.sampling import SamplingConfig, make_generators, sample_codes
@@ -65,7 +66,7 @@ def test_fused_qkv_and_the_static_step_match_the_cached_forward():
     ids = torch.randint(0, 128, (3, 32 + 12))
     with torch.inference_mode():
         full = gpt(ids)
-        fused = tiny_model(seed=5).transformer.fuse_qkv()
+        fused = fuse_qkv(tiny_model(seed=5).transformer)
         assert torch.allclose(fused(ids), full, atol=1e-5)
         from painter.models import KVCache
 

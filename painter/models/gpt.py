@@ -115,8 +115,7 @@ class CausalSelfAttention(nn.Module):
 
     def _out(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         b, h, t, d = y.shape
-        y = y.reshape(b, 1, h * d) if t == 1 else y.transpose(1, 2).reshape(b, t, h * d)
-        return self.resid_drop(self.proj(y.to(dtype)))
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, h * d).to(dtype)))
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
@@ -224,12 +223,16 @@ class GPT(nn.Module):
             x = block.forward_static(x, (cache.keys[layer], cache.values[layer]), pos, visible)
         return self.head(self.ln_f(x[:, -1]))
 
-    def fuse_qkv(self) -> "GPT":
-        """Inference only (see CausalSelfAttention.fuse_qkv); the fused model keeps no query/key/value weights,
-        so it cannot be saved in the checkpoint layout."""
-        for block in self.blocks:
-            block.attn.fuse_qkv()
-        return self
+
+
+def fuse_qkv(module: nn.Module) -> nn.Module:
+    """Fuse every attention layer inside ``module`` (a GPT or one of its blocks) for inference (see
+    CausalSelfAttention.fuse_qkv); fused layers keep no query/key/value weights, so they cannot be saved in the
+    checkpoint layout."""
+    for attention in module.modules():
+        if isinstance(attention, CausalSelfAttention):
+            attention.fuse_qkv()
+    return module
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -251,4 +254,4 @@ def reference_attention_mask(block_size: int, n_unmasked: int) -> torch.Tensor:
     return mask.view(1, 1, block_size, block_size)
 
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "attention_mask", "reference_attention_mask"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "attention_mask", "fuse_qkv", "reference_attention_mask"]

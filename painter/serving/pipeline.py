@@ -20,7 +20,7 @@ from painter.checkpoints import build_model, load_checkpoint
 from painter.data.images import tensor_to_pil
 from painter.errors import CheckpointError, SamplingError
 from painter.models import PainterModel
-from painter.models.gpt import CausalSelfAttention
+from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
@@ -66,7 +66,7 @@ class Painter:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.inference = inference or InferencePrecision("fp32", torch.float32, torch.float32, torch.float32)
+        self.inference = inference or resolve_inference("fp32", device)
         self.precision = self.inference.mode
         self.name = name
         self.config = model.config
@@ -226,10 +226,7 @@ def prepare_for_inference(module: torch.nn.Module, inference: InferencePrecision
         if device.type == "cpu":  # oneDNN convolutions run channels-last natively: no reordered activations
             module.first_stage_model.to(memory_format=torch.channels_last)
         module = module.transformer
-    module.to(device=device, dtype=inference.gpt_dtype)
-    for attention in module.modules():
-        if isinstance(attention, CausalSelfAttention):
-            attention.fuse_qkv()
+    fuse_qkv(module.to(device=device, dtype=inference.gpt_dtype))
     if device.type == "cpu":
         if inference.int8:
             quantize_linears(module)
