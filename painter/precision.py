@@ -39,8 +39,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise DeviceError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise DeviceError("fp16 needs a CUDA GPU (CPUs have no fast fp16 matmul); use bf16 or fp32 on CPU")
+    reason = mode_usable("fp16", device) if precision == "fp16" else None
+    if reason:
+        raise DeviceError(f"{reason}; use bf16 or fp32 on CPU")
     return PRECISIONS[precision]
 
 
