@@ -87,7 +87,8 @@ def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -
 
 
 def pack_linears(module: nn.Module, batch_hint: int = 4) -> int:
-    """Replace every CPU fp32/bf16 ``nn.Linear`` inside ``module`` by a PackedLinear; return how many.
+    """Replace every CPU ``nn.Linear`` inside ``module`` (fp32 or bf16: oneDNN has no fast fp16 on CPU) by a
+    PackedLinear; return how many.
 
     Does nothing (returns 0) where oneDNN is not built into this PyTorch.
     """
