@@ -21,7 +21,7 @@ from painter.serving.pipeline import Painter
 from painter.text import TextTokenizer
 from painter.training.data import read_examples
 from painter.training.gpt_trainer import encode_images, mean_loss
-from painter.training.vqgan_trainer import psnr
+from painter.data.images import psnr
 
 
 def small(images: torch.Tensor, size: int = 32) -> torch.Tensor:

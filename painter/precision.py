@@ -13,8 +13,8 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 INFERENCE_MODES = ("auto", "fp32", "bf16", "fp16", "int8")
-# What 'auto' tries, fastest first. Each of these passed bench/quality.py's targets (next-token KL <= 0.02
-# nats, decoder PSNR >= 40 dB against fp32; numbers in the README); 'auto' takes the first that is usable here.
+# What 'auto' tries, fastest first: the first usable mode whose quality check (serving/quality.py: next-token
+# KL <= 0.02 nats and decoder PSNR >= 40 dB against fp32) passes for the model on this device.
 AUTO_ORDER = {"cpu": ("int8", "bf16", "fp32"), "cuda": ("bf16", "fp16", "fp32")}
 
 
@@ -100,16 +100,25 @@ def mode_usable(mode: str, device: torch.device) -> str | None:
     raise DeviceError(f"unknown precision {mode!r}; choose one of {', '.join(INFERENCE_MODES)}")
 
 
+def auto_candidates(device: torch.device) -> list[str]:
+    """The modes 'auto' may pick on ``device``, fastest first: AUTO_ORDER's usable ones, ending with fp32."""
+    modes = []
+    for mode in AUTO_ORDER[device.type]:
+        reason = mode_usable(mode, device)
+        if reason is None:
+            modes.append(mode)
+        else:
+            log.info("auto precision: skipping %s (%s)", mode, reason)
+    return modes
+
+
 def resolve_inference(precision: str, device: torch.device) -> InferencePrecision:
-    """'auto' -> the first usable mode of AUTO_ORDER (fp32 always is); an explicit mode must be usable."""
+    """What running in ``precision`` means on ``device``; 'auto' names the first usable mode (which one it
+    becomes for a model also depends on that model's quality check, see Painter.from_pretrained)."""
     if precision not in INFERENCE_MODES:
         raise DeviceError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_MODES)}")
     if precision == "auto":
-        for mode in AUTO_ORDER[device.type]:
-            reason = mode_usable(mode, device)
-            if reason is None:
-                break
-            log.info("auto precision: skipping %s (%s)", mode, reason)
+        mode = auto_candidates(device)[0]
     else:
         mode = precision
         reason = mode_usable(mode, device)

@@ -1,5 +1,9 @@
 """The fast path: precision modes, int8 and fused layers, the fixed-shape step, fast previews, quality check."""
 
+import dataclasses
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +12,7 @@ from painter import Painter
 from painter.errors import DeviceError, SamplingError
 from painter.models.gpt import fuse_qkv
 from painter.models.packed import Int8Linear
+from painter import precision
 from painter.precision import resolve_inference
 from painter.sampling import SamplingConfig, make_generators, sample_codes
 from painter.serving.preview import PreviewCanvas, PreviewMap, image_patches, patches_to_images
@@ -131,25 +136,75 @@ def test_stream_previews_fast_and_decoded(painter):
 
 
 def test_quality_check_computation(easynlp_dir):
-    from bench.quality import divergence, fp32_trajectories, mode_quality, stepped_logits
+    from painter.serving.quality import compare, divergence, reference_run, stepped_logits
 
     exact = Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp32")
-    sequences, codes = fp32_trajectories(exact, ["红苹果", "宽松T恤"])
-    assert sequences.shape == (2, 32 + 16) and torch.equal(sequences[:, 32:], codes)
+    reference = reference_run(exact, ["红苹果", "宽松T恤"], decodes=1)
+    sequences = reference.sequences
+    assert sequences.shape == (2, 32 + 16) and reference.images.shape == (1, 3, 16, 16)
+    assert torch.equal(sequences[:, :32], torch.tensor([exact.tokenize(p).ids for p in ["红苹果", "宽松T恤"]]))
     gpt = exact.model.transformer
     logits = stepped_logits(gpt, sequences, 32)
     with torch.inference_mode():
         assert torch.allclose(logits, gpt(sequences[:, :-1])[:, 31:], atol=1e-5)  # the cached path, step by step
+    assert torch.allclose(logits, reference.logits, atol=1e-5)
     assert divergence(logits, logits) == (0.0, 1.0)
     # halved logits: the same ranking, a KL computed here by hand
     p, q = torch.softmax(logits, -1), torch.softmax(logits / 2, -1)
     expected = (p * (p.log() - q.log())).sum(-1).mean().item()
     kl, top1 = divergence(logits, logits / 2)
     assert kl == pytest.approx(expected, rel=1e-4) and kl > 0.01 and top1 == 1.0
-    results = mode_quality(easynlp_dir, ["bf16", "int8"], prompts=["红苹果", "宽松T恤"])
-    assert set(results) == {"bf16", "int8"}
-    for q in results.values():
-        assert 0 < q["kl"] < 0.5 and 0.5 < q["top1"] <= 1 and q["decoder_psnr"] > 25
+    itself = compare(exact, reference)
+    assert abs(itself.kl) < 1e-6 and itself.top1 == 1.0 and itself.decoder_psnr > 100 and itself.passed
+    for mode in ["bf16", "int8"]:
+        verdict = compare(Painter.from_pretrained(easynlp_dir, device="cpu", precision=mode), reference)
+        assert verdict.mode == mode and 0 < verdict.kl < 0.5 and 0.5 < verdict.top1 <= 1
+        assert 25 < verdict.decoder_psnr < 100
+
+
+def test_auto_checks_each_model_once_and_skips_modes_that_fail(easynlp_dir, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    import painter.serving.quality as quality
+
+    model = tmp_path / "model"
+    shutil.copytree(easynlp_dir, model)
+    runs = []
+    real_run = quality.reference_run
+    monkeypatch.setattr(quality, "reference_run", lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    monkeypatch.setattr("painter.serving.pipeline.reference_run", quality.reference_run)
+    monkeypatch.setattr(quality, "KL_TARGET", 1.0)  # the tiny random model passes a loose target
+    with caplog.at_level("WARNING"):
+        assert Painter.from_pretrained(model, device="cpu").precision == "int8"
+    assert len(runs) == 1 and "this happens once" in caplog.text
+    store = quality.VerdictStore(model, CPU, Path(os.environ["PAINTER_CACHE"]) / "quality")
+    assert store.path.is_file() and set(store.verdicts) == {"int8"} and 0 < store.get("int8").kl < 1
+    assert Painter.from_pretrained(model, device="cpu").precision == "int8" and len(runs) == 1  # cached
+
+    store.record(dataclasses.replace(store.get("int8"), kl=2.0))  # a failed verdict: auto moves on
+    second = "bf16" if precision.native_bf16(CPU) else "fp32"
+    assert Painter.from_pretrained(model, device="cpu").precision == second
+    assert len(runs) == (2 if second == "bf16" else 1)  # bf16 had no verdict yet: checked then
+
+    (model / "config.json").touch()  # new files, new verdicts
+    assert quality.VerdictStore(model, CPU, store.path.parent).get("int8") is None
+
+
+def test_unreadable_or_unwritable_verdicts_mean_checking_again(easynlp_dir, tmp_path, caplog):
+    from painter.serving.quality import Verdict, VerdictStore
+
+    store = VerdictStore(easynlp_dir, CPU, tmp_path)
+    store.path.write_text("{not json", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert VerdictStore(easynlp_dir, CPU, tmp_path).get("int8") is None
+    assert "ignoring unreadable quality verdicts" in caplog.text
+    verdict = Verdict("int8", 0.01, 0.9, 45.0, "bfloat16")
+    store.record(verdict)
+    assert VerdictStore(easynlp_dir, CPU, tmp_path).get("int8") == verdict and verdict.passed
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    VerdictStore(easynlp_dir, CPU, blocked).record(verdict)  # the cache cannot be written: a warning, no error
+    assert "could not store the quality verdict" in caplog.text
 
 
 def test_fast_preview_of_the_trained_demo_vqgan_looks_like_its_decode():

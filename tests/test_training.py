@@ -159,7 +159,8 @@ def test_resume_after_a_kill_gives_the_same_weights(easynlp_dir, tmp_path):
 def test_vqgan_training_improves_reconstruction(tmp_path):
     from painter.checkpoints import load_vqgan
     from painter.training.data import read_examples
-    from painter.training.vqgan_trainer import PRESETS, psnr
+    from painter.data.images import psnr
+    from painter.training.vqgan_trainer import PRESETS
     from painter.models import VQGAN
 
     data = synthetic_tsv(tmp_path / "train.tsv")

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 
 import numpy as np
 import torch
 from PIL import Image
 
 
+def eight_bit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> the 8-bit values the reference writes: ((x + 1) * 127.5) clipped and truncated (as float)."""
+    return ((images.detach().float() + 1) * 127.5).clamp(0, 255).floor()
+
+
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """[B, 3, H, W] in [-1, 1] -> RGB images; ((x + 1) * 127.5) clipped and truncated to uint8 as the reference."""
-    arr = ((images.detach().float().cpu().permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    """[B, 3, H, W] in [-1, 1] -> RGB images."""
+    arr = eight_bit(images).to(torch.uint8).cpu().permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a, mode="RGB") for a in arr]
+
+
+def psnr(images: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB between the 8-bit versions of two [-1, 1] batches, i.e. between the PNGs they become."""
+    mse = torch.mean((eight_bit(images) - eight_bit(target)) ** 2).item()
+    return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
 
 
 def png_bytes(image: Image.Image, pnginfo=None) -> bytes:

@@ -50,8 +50,10 @@ class KVCache:
     @classmethod
     def empty(cls, config: GPTConfig, batch: int, dtype: torch.dtype, device: torch.device,
               max_len: int | None = None) -> "KVCache":
+        # Zeros, not torch.empty: the fixed-shape step attends over unfilled positions too, and a masked weight
+        # of 0 times a NaN left in uninitialised memory is still NaN.
         shape = (config.n_layer, batch, config.n_head, max_len or config.block_size, config.head_dim)
-        return cls(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
+        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
 
     @property
     def max_len(self) -> int:

@@ -22,9 +22,10 @@ from painter.errors import CheckpointError, SamplingError
 from painter.models import PainterModel
 from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
-from painter.precision import InferencePrecision, resolve_device, resolve_inference
+from painter.precision import InferencePrecision, auto_candidates, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
+from painter.serving.quality import VerdictStore, compare, reference_run
 from painter.text import TextTokenizer, TokenizedPrompt
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,40 @@ class Painter:
 
         ``precision``: ``fp32`` is exact (the reference's tokens); ``bf16`` (CPU with AVX512-BF16/AMX, or GPU),
         ``fp16`` (GPU) and ``int8`` (CPU: int8 GPT, bf16 decoder where the CPU has it) are faster; ``auto``
-        picks the fastest of them usable on the device (precision.AUTO_ORDER), falling back to fp32.
+        picks the fastest of them that is usable on the device and passes this model's quality check
+        (serving/quality.py; run once per model and device, then cached), falling back to fp32.
         """
         dev = resolve_device(device)
-        inference = resolve_inference(precision, dev)
         model_dir = hub.resolve(name_or_path)
+        name = Path(str(name_or_path)).name
+        if precision != "auto":
+            return cls._load(model_dir, resolve_inference(precision, dev), dev, name)
+        verdicts = VerdictStore(model_dir, dev, hub.cache_dir() / "quality")
+        reference = None
+        exact = resolve_inference("fp32", dev)
+        for mode in auto_candidates(dev):
+            if mode == "fp32":
+                break
+            inference, verdict = resolve_inference(mode, dev), verdicts.get(mode)
+            if verdict is None:
+                if reference is None:
+                    log.warning("checking the fast modes of %s against fp32 on this device; this happens once "
+                                "(verdicts kept in %s)", model_dir, verdicts.path)
+                    reference = reference_run(cls._load(model_dir, exact, dev, name), decodes=2)
+                painter = cls._load(model_dir, inference, dev, name)
+                verdict = compare(painter, reference)
+                verdicts.record(verdict)
+                if verdict.passed:
+                    log.info("auto precision: %s", verdict)
+                    return painter
+                del painter
+            elif verdict.passed:
+                return cls._load(model_dir, inference, dev, name)
+            log.info("auto precision: skipping %s for this model: it failed the quality check (%s)", mode, verdict)
+        return cls._load(model_dir, exact, dev, name)
+
+    @classmethod
+    def _load(cls, model_dir: Path, inference: InferencePrecision, dev: torch.device, name: str) -> "Painter":
         checkpoint = load_checkpoint(model_dir)
         tokenizer = TextTokenizer(checkpoint.vocab_file, checkpoint.config.text_len, checkpoint.config.img_vocab_size)
         if tokenizer.vocab_size != checkpoint.config.text_vocab_size:
@@ -98,7 +128,7 @@ class Painter:
             torch.backends.cudnn.benchmark = True  # one decoder shape, so the autotuned kernels are reused
         log.info("loaded %s (%s) on %s: GPT %s, decoder %s", model_dir, fmt, dev, inference.mode,
                  str(inference.decoder_dtype).removeprefix("torch."))
-        return cls(model, tokenizer, dev, inference, name=Path(str(name_or_path)).name)
+        return cls(model, tokenizer, dev, inference, name=name)
 
     # -- the pieces ---------------------------------------------------------------------------------------
 

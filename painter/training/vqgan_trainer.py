@@ -10,7 +10,6 @@ plain VQGAN training on small data does not.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from painter.checkpoints import save_vqgan
+from painter.data.images import psnr
 from painter.models import VQGAN, VQGANConfig
 from painter.precision import training_autocast
 from painter.training.data import read_examples, write_rejects
@@ -94,14 +94,6 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def psnr(reconstructed: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB of the 8-bit images (the reference's conversion) of two [-1, 1] batches."""
-    def to8(x):
-        return ((x.float() + 1) * 127.5).clamp(0, 255).floor()
-    mse = F.mse_loss(to8(reconstructed), to8(target)).item()
-    return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
 
 
 class Reconstruction(nn.Module):
