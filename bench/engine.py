@@ -160,7 +160,7 @@ def measure_ours(model_dir: Path, precision: str) -> dict:
         for steps in (2, STEPS):  # the first call builds kernels: warm up, then time
             start = time.perf_counter()
             for _, codes in sample_codes(painter.model.transformer, ids, make_generators(range(batch), painter.device),
-                                         sampling, steps, cache_dtype=painter.inference.cache_dtype):
+                                         sampling, steps):
                 pass
             seconds = time.perf_counter() - start
         out["tokens"][batch] = seconds / batch

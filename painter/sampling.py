@@ -9,14 +9,20 @@ fp32 on CPU it is token-for-token the reference's image.
 
 from __future__ import annotations
 
+import logging
 import secrets
+import warnings
+import weakref
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import torch
+from torch import nn
 
 from painter.errors import SamplingError
 from painter.models import GPT, KVCache
+
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**63 - 1
 DEFAULT_TOP_K = 100  # the reference's default; capped at the codebook size for small models
@@ -109,20 +115,24 @@ def make_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Ge
 
 
 class StaticStep:
-    """The one-token step with fixed input and output buffers (``GPT.forward_static``), captured once as a CUDA
-    graph and replayed for every step: 256 steps of a small batch are otherwise dominated by kernel launches.
+    """The one-token step with fixed input and output buffers (``GPT.forward_static``), compiled once and run for
+    every step: 256 steps of a small batch are otherwise dominated by launching ~300 small operations each.
 
-    Build it before the prefill: capturing runs the step at position 0, which the prefill then overwrites.
-    With ``capture=False`` the same buffers run eagerly (how the logic is tested on CPU).
+    On CUDA the step is captured as a CUDA graph and replayed. On CPU it is traced into TorchScript and frozen,
+    which runs the same operations without Python (a quarter of a base model's step on 2 cores); TorchScript is
+    deprecated, but torch.compile's CPU backend needs a C++ compiler at run time, which users often lack. The
+    trace depends only on the model and the shapes, so it is kept (``_TRACED``) for later calls. Build the step
+    before the prefill: capturing runs it at position 0, which the prefill then overwrites. With
+    ``compile=False`` the same buffers run eagerly (how the logic is tested).
     """
 
-    def __init__(self, gpt: GPT, cache: KVCache, rows: int, capture: bool):
+    def __init__(self, gpt: GPT, cache: KVCache, rows: int, compile: bool):
         device = cache.keys.device
         self.gpt, self.cache = gpt, cache
         self.idx = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros((), dtype=torch.long, device=device)
-        self.graph = None
-        if capture:
+        self.graph = self.traced = None
+        if compile and device.type == "cuda":
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):  # warm-up outside the graph: allocator pools, cuBLAS workspaces
@@ -132,29 +142,66 @@ class StaticStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.logits = gpt.forward_static(self.idx, cache, self.pos)
+        elif compile:
+            self.traced = traced_step(gpt, self.idx, cache, self.pos)
 
     def __call__(self, fed: torch.Tensor) -> torch.Tensor:
         """Feed ``fed`` [rows, 1] at the cache's next position; returns the next logits [rows, V]."""
         self.idx.copy_(fed)
         self.pos.fill_(self.cache.length)
-        if self.graph is None:
-            logits = self.gpt.forward_static(self.idx, self.cache, self.pos)
-        else:
+        if self.graph is not None:
             self.graph.replay()
             logits = self.logits
+        elif self.traced is not None:
+            logits = self.traced(self.idx, self.cache.keys, self.cache.values, self.pos)
+        else:
+            logits = self.gpt.forward_static(self.idx, self.cache, self.pos)
         self.cache.length += 1
         return logits
 
 
+class _Step(nn.Module):
+    """``forward_static`` with plain tensor arguments, as tracing needs."""
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return self.gpt.forward_static(idx, KVCache(keys, values), pos)
+
+
+_TRACED: "weakref.WeakKeyDictionary[GPT, dict]" = weakref.WeakKeyDictionary()
+
+
+def traced_step(gpt: GPT, idx: torch.Tensor, cache: KVCache, pos: torch.Tensor) -> torch.jit.ScriptModule | None:
+    """The frozen TorchScript trace of ``gpt``'s static step for these shapes, made on first use; None where the
+    model cannot be traced (oneDNN-packed weights, as in bf16 on CPU, are opaque tensors to the tracer)."""
+    key = (tuple(idx.shape), tuple(cache.keys.shape), cache.keys.dtype)
+    traces = _TRACED.setdefault(gpt, {})
+    if key not in traces:
+        # warnings: the deprecation notices, and the note that the trace fixes a branch on the token count
+        # (always one token here)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                traced = torch.jit.trace(_Step(gpt).eval(), (idx, cache.keys, cache.values, pos), check_trace=False)
+                traces[key] = torch.jit.freeze(traced)
+            except RuntimeError as exc:
+                log.debug("the static step stays eager: it cannot be traced (%s)", exc)
+                traces[key] = None
+    return traces[key]
+
+
 @torch.inference_mode()
 def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Generator], cfg: SamplingConfig,
-                 steps: int, uncond_ids: torch.Tensor | None = None, static: bool | None = None,
-                 cache_dtype: torch.dtype | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                 steps: int, uncond_ids: torch.Tensor | None = None,
+                 static: bool | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (step, codes[B, steps]) after each sampled token; codes beyond ``step`` are not yet valid.
 
     One prefill over the text, then one single-token forward per step against the cache. With guidance the
     unconditional rows (``uncond_ids``, the all-[PAD] caption) ride in the same batch. ``static`` (default: on
-    CUDA) runs the steps as a replayed CUDA graph (StaticStep). ``cache_dtype`` defaults to the model's.
+    CUDA) runs the steps compiled (StaticStep: a CUDA graph, or TorchScript on CPU).
     Closing the generator stops sampling at once.
     """
     batch = text_ids.shape[0]
@@ -165,11 +212,11 @@ def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Ge
             raise ValueError("guidance needs the unconditional caption ids")
         text_ids = torch.cat([text_ids, uncond_ids.expand(batch, -1)])
     device = text_ids.device
-    dtype = cache_dtype or gpt.tok_emb.weight.dtype
+    dtype = gpt.tok_emb.weight.dtype
     cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, device, max_len=text_ids.shape[1] + steps - 1)
     if static is None:
         static = device.type == "cuda"
-    step_fn = StaticStep(gpt, cache, text_ids.shape[0], capture=device.type == "cuda") if static else None
+    step_fn = StaticStep(gpt, cache, text_ids.shape[0], compile=True) if static else None
     codes = torch.zeros(batch, steps, dtype=torch.long, device=device)
     logits = gpt.forward_cached(text_ids, cache)
     for step in range(steps):

@@ -83,8 +83,26 @@ def test_fused_qkv_and_the_static_step_match_the_cached_forward():
             assert torch.allclose(logits, full[:, pos], atol=1e-5)
 
 
-def test_static_sampling_loop_gives_the_eager_codes(painter):
+def test_compiled_static_step_gives_the_eager_logits_and_codes(easynlp_dir, painter):
+    from painter.models import KVCache
+    from painter.sampling import StaticStep
+
+    packed = painter.model.transformer  # fp32 on CPU: oneDNN-packed weights, which TorchScript cannot trace
+    cache = KVCache.empty(packed.config, 1, torch.float32, CPU, max_len=40)
+    assert StaticStep(packed, cache, 1, compile=True).traced is None  # so the step stays eager
+    painter = Painter.from_pretrained(easynlp_dir, device="cpu", precision="int8")
     gpt, ids = painter.model.transformer, torch.tensor([painter.tokenize("红苹果").ids] * 2)
+    caches = [KVCache.empty(gpt.config, 2, torch.float32, CPU, max_len=32 + 8) for _ in range(2)]
+    steps = [StaticStep(gpt, cache, 2, compile=compile) for cache, compile in zip(caches, (False, True))]
+    assert steps[0].traced is None and isinstance(steps[1].traced, torch.jit.ScriptModule)
+    with torch.inference_mode():
+        for cache in caches:
+            gpt.forward_cached(ids, cache)
+        for pos in range(8):
+            fed = torch.tensor([[pos], [7 - pos]])
+            eager, traced = steps[0](fed), steps[1](fed)
+            assert torch.allclose(eager, traced, atol=1e-5) and caches[1].length == 33 + pos
+    assert StaticStep(gpt, caches[1], 2, compile=True).traced is steps[1].traced  # traced once per shape
     sampling = SamplingConfig().validate(painter.config.img_vocab_size)
     runs = []
     for static in (False, True):

@@ -115,23 +115,23 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         return self._heads(q), self._heads(k), self._heads(v)
 
-    def _out(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
         b, h, t, d = y.shape
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, h * d).to(dtype)))
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, h * d)))
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
         t = x.shape[1]
         q, k, v = self._qkv(x)
         if cache is not None:
-            k_buf, v_buf = cache  # may be narrower than x (a bf16 cache for an int8 model): half the reads
+            k_buf, v_buf = cache
             k_buf[:, :, start:start + t] = k
             v_buf[:, :, start:start + t] = v
-            q, k, v = q.to(k_buf.dtype), k_buf[:, :, :start + t], v_buf[:, :, :start + t]
+            k, v = k_buf[:, :, :start + t], v_buf[:, :, :start + t]
         mask = attention_mask(start, t, self.n_unmasked, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.attn_pdrop if self.training else 0.0)
-        return self._out(y, x.dtype)
+        return self._out(y)
 
     def forward_static(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor,
                        visible: torch.Tensor) -> torch.Tensor:
@@ -140,9 +140,9 @@ class CausalSelfAttention(nn.Module):
         the unfilled part. This is what a CUDA graph can capture once and replay for every step."""
         q, k, v = self._qkv(x)
         k_buf, v_buf = cache
-        k_buf.index_copy_(2, pos.view(1), k.to(k_buf.dtype))
-        v_buf.index_copy_(2, pos.view(1), v.to(v_buf.dtype))
-        return self._out(F.scaled_dot_product_attention(q.to(k_buf.dtype), k_buf, v_buf, attn_mask=visible), x.dtype)
+        k_buf.index_copy_(2, pos.view(1), k)
+        v_buf.index_copy_(2, pos.view(1), v)
+        return self._out(F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=visible))
 
 
 class Block(nn.Module):

@@ -148,8 +148,11 @@ class Painter:
         text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
         uncond = torch.tensor([self.tokenizer.unconditional()], dtype=torch.long, device=self.device)
         generators = make_generators([seed for _, seed in rows], self.device)
+        # The compiled fixed-shape step attends over the whole cache under a mask: the same numbers up to rounding,
+        # so on CPU the exact mode keeps the plain cached step and with it the reference's tokens.
+        static = self.device.type == "cuda" or self.precision != "fp32"
         return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond,
-                            cache_dtype=self.inference.cache_dtype)
+                            static=static)
 
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
         """One batch: the image codes [B, img_len] for each (prompt tokens, seed) row."""

@@ -64,14 +64,12 @@ class Verdict:
 
 
 @torch.inference_mode()
-def stepped_logits(gpt: GPT, sequences: torch.Tensor, text_len: int, cache_dtype: torch.dtype | None = None,
-                   batch: int = 4) -> torch.Tensor:
+def stepped_logits(gpt: GPT, sequences: torch.Tensor, text_len: int, batch: int = 4) -> torch.Tensor:
     """Next-code logits [N, L, V] along ``sequences`` [N, text_len + L] (text ids, then codes), computed the way
     sampling computes them: a prefill of the text, then one cached step per code."""
     out = []
     for rows in sequences.split(batch):
-        cache = KVCache.empty(gpt.config, len(rows), cache_dtype or gpt.tok_emb.weight.dtype, rows.device,
-                              max_len=rows.shape[1] - 1)
+        cache = KVCache.empty(gpt.config, len(rows), gpt.tok_emb.weight.dtype, rows.device, max_len=rows.shape[1] - 1)
         logits = [gpt.forward_cached(rows[:, :text_len], cache)]
         logits += [gpt.forward_cached(rows[:, pos:pos + 1], cache) for pos in range(text_len, rows.shape[1] - 1)]
         out.append(torch.stack(logits, 1).float())
@@ -109,8 +107,7 @@ def reference_run(exact, prompts=CHECK_PROMPTS, decodes: int | None = None, seed
 
 def compare(fast, reference: Reference) -> Verdict:
     """How far ``fast`` (a Painter in a non-exact mode) is from the reference run."""
-    logits = stepped_logits(fast.model.transformer, reference.sequences.to(fast.device), reference.text_len,
-                            fast.inference.cache_dtype).cpu()
+    logits = stepped_logits(fast.model.transformer, reference.sequences.to(fast.device), reference.text_len).cpu()
     kl, top1 = divergence(reference.logits, logits)
     images = decode_each(fast, reference.codes[:len(reference.images)])
     return Verdict(fast.precision, kl, top1, psnr(images, reference.images),
