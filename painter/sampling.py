@@ -114,16 +114,21 @@ def make_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Ge
     return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
+ATTEND_BUCKET = 64  # the traced CPU step attends over the filled cache rounded up to a multiple of this
+
+
 class StaticStep:
     """The one-token step with fixed input and output buffers (``GPT.forward_static``), compiled once and run for
     every step: 256 steps of a small batch are otherwise dominated by launching ~300 small operations each.
 
     On CUDA the step is captured as a CUDA graph and replayed. On CPU it is traced into TorchScript and frozen,
     which runs the same operations without Python (a quarter of a base model's step on 2 cores); TorchScript is
-    deprecated, but torch.compile's CPU backend needs a C++ compiler at run time, which users often lack. The
-    trace depends only on the model and the shapes, so it is kept (``_TRACED``) for later calls. Build the step
-    before the prefill: capturing runs it at position 0, which the prefill then overwrites. With
-    ``compile=False`` the same buffers run eagerly (how the logic is tested).
+    deprecated, but torch.compile's CPU backend needs a C++ compiler at run time, which users often lack. There
+    attention covers the filled part of the cache rounded up to ATTEND_BUCKET positions, one trace per bucket,
+    instead of the whole cache (a sixth of the step at the last positions). Traces depend only on the model and
+    the shapes, so they are kept (``traced_step``) for later calls. Build the step before the prefill: capturing
+    runs it at position 0, which the prefill then overwrites. With ``compile=False`` it runs eagerly over the
+    same windows (how the logic is tested).
     """
 
     def __init__(self, gpt: GPT, cache: KVCache, rows: int, compile: bool):
@@ -131,7 +136,7 @@ class StaticStep:
         self.gpt, self.cache = gpt, cache
         self.idx = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros((), dtype=torch.long, device=device)
-        self.graph = self.traced = None
+        self.graph, self.trace = None, compile and device.type != "cuda"
         if compile and device.type == "cuda":
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
@@ -142,8 +147,6 @@ class StaticStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.logits = gpt.forward_static(self.idx, cache, self.pos)
-        elif compile:
-            self.traced = traced_step(gpt, self.idx, cache, self.pos)
 
     def __call__(self, fed: torch.Tensor) -> torch.Tensor:
         """Feed ``fed`` [rows, 1] at the cache's next position; returns the next logits [rows, V]."""
@@ -152,10 +155,14 @@ class StaticStep:
         if self.graph is not None:
             self.graph.replay()
             logits = self.logits
-        elif self.traced is not None:
-            logits = self.traced(self.idx, self.cache.keys, self.cache.values, self.pos)
         else:
-            logits = self.gpt.forward_static(self.idx, self.cache, self.pos)
+            length = min(self.cache.max_len, -(-(self.cache.length + 1) // ATTEND_BUCKET) * ATTEND_BUCKET)
+            window = KVCache(self.cache.keys[:, :, :, :length], self.cache.values[:, :, :, :length])
+            traced = traced_step(self.gpt, self.idx, window, self.pos) if self.trace else None
+            if traced is None:
+                logits = self.gpt.forward_static(self.idx, window, self.pos)
+            else:
+                logits = traced(self.idx, window.keys, window.values, self.pos)
         self.cache.length += 1
         return logits
 

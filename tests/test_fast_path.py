@@ -83,26 +83,31 @@ def test_fused_qkv_and_the_static_step_match_the_cached_forward():
             assert torch.allclose(logits, full[:, pos], atol=1e-5)
 
 
-def test_compiled_static_step_gives_the_eager_logits_and_codes(easynlp_dir, painter):
+def test_compiled_static_step_gives_the_eager_logits_and_codes(easynlp_dir, painter, monkeypatch):
+    from painter import sampling as sampling_module
     from painter.models import KVCache
-    from painter.sampling import StaticStep
+    from painter.sampling import StaticStep, traced_step
 
     packed = painter.model.transformer  # fp32 on CPU: oneDNN-packed weights, which TorchScript cannot trace
     cache = KVCache.empty(packed.config, 1, torch.float32, CPU, max_len=40)
-    assert StaticStep(packed, cache, 1, compile=True).traced is None  # so the step stays eager
+    assert traced_step(packed, torch.zeros(1, 1, dtype=torch.long), cache, torch.tensor(0)) is None  # stays eager
     painter = Painter.from_pretrained(easynlp_dir, device="cpu", precision="int8")
     gpt, ids = painter.model.transformer, torch.tensor([painter.tokenize("红苹果").ids] * 2)
-    caches = [KVCache.empty(gpt.config, 2, torch.float32, CPU, max_len=32 + 8) for _ in range(2)]
-    steps = [StaticStep(gpt, cache, 2, compile=compile) for cache, compile in zip(caches, (False, True))]
-    assert steps[0].traced is None and isinstance(steps[1].traced, torch.jit.ScriptModule)
+    traced = traced_step(gpt, torch.zeros(1, 1, dtype=torch.long), cache, torch.tensor(0))
+    assert isinstance(traced, torch.jit.ScriptModule)
+    assert traced_step(gpt, torch.ones(1, 1, dtype=torch.long), cache, torch.tensor(5)) is traced  # once per shape
+    monkeypatch.setattr(sampling_module, "ATTEND_BUCKET", 8)
+    caches = [KVCache.empty(gpt.config, 2, torch.float32, CPU, max_len=32 + 15) for _ in range(3)]
     with torch.inference_mode():
         for cache in caches:
             gpt.forward_cached(ids, cache)
-        for pos in range(8):
-            fed = torch.tensor([[pos], [7 - pos]])
-            eager, traced = steps[0](fed), steps[1](fed)
-            assert torch.allclose(eager, traced, atol=1e-5) and caches[1].length == 33 + pos
-    assert StaticStep(gpt, caches[1], 2, compile=True).traced is steps[1].traced  # traced once per shape
+        steps = [StaticStep(gpt, cache, 2, compile=compile) for cache, compile in zip(caches, (False, True))]
+        for pos in range(15):  # attention windows of 40 positions, then the whole cache of 47
+            fed = torch.tensor([[pos], [14 - pos]])
+            expected = gpt.forward_cached(fed, caches[2])
+            eager, compiled = steps[0](fed), steps[1](fed)
+            assert torch.allclose(eager, expected, atol=1e-5) and torch.allclose(compiled, expected, atol=1e-5)
+            assert caches[0].length == caches[1].length == caches[2].length == 33 + pos
     sampling = SamplingConfig().validate(painter.config.img_vocab_size)
     runs = []
     for static in (False, True):
