@@ -33,6 +33,6 @@ for size in demo-base demo-large; do
     --shared-vqgan assets/models/demo-vqgan
   # R@1 with the emoji preset's sampling settings (styles/emoji.json)
   $PY -m painter eval --model "assets/models/$size" --valid data/emoji/valid.tsv \
-    --captions-from data/emoji/train.tsv --top-k 10 --temperature 0.5 --guidance-scale 1.0 > "$RUNS/$size-eval.json"
+    --captions-from data/emoji/train.tsv --top-k 10 --temperature 0.3 --guidance-scale 1.0 > "$RUNS/$size-eval.json"
   $PY recipes/model_card.py "$size" "$RUNS" assets/models
 done

@@ -234,12 +234,13 @@ def test_fast_preview_of_the_trained_demo_vqgan_looks_like_its_decode():
     from painter.checkpoints import load_vqgan
 
     vqgan = load_vqgan(ROOT / "assets" / "models" / "demo-vqgan").eval()
-    preview = PreviewMap.fit(vqgan, grids=8)
+    preview = PreviewMap.fit(vqgan)  # fitted on 8x8-code decodes (32x32 pixels), used on the full 16x16 grid
     codes = torch.randint(0, vqgan.config.n_embed, (4, 256), generator=torch.Generator().manual_seed(9))
     with torch.inference_mode():
         real = vqgan.decode(codes)
+        assert vqgan.decode(codes[:, :64], 8).shape == (4, 3, 32, 32)
     fast = PreviewCanvas(preview, vqgan.quantize.embedding.weight, 4).update(codes, 256)
-    assert np.corrcoef(fast.flatten().numpy(), real.flatten().numpy())[0, 1] > 0.7
+    assert np.corrcoef(fast.flatten().numpy(), real.flatten().numpy())[0, 1] > 0.75
 
 
 def test_checkpoints_load_block_by_block_and_painter_files_lazily(painter_dir, easynlp_dir):

@@ -257,7 +257,9 @@ class VQGAN(nn.Module):
                                "cannot turn images into codes; use a checkpoint with the encoder (EasyNLP's archive)")
         return self.quantize.nearest_codes(self.quant_conv(self.encoder(images)))
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, grid*grid] -> images [B, 3, R, R], nominally in [-1, 1] (not clamped, as the reference)."""
-        z = self.quantize.lookup(codes, self.config.grid_size).to(self.post_quant_conv.weight.dtype)
+    def decode(self, codes: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+        """codes [B, grid*grid] -> images [B, 3, R, R], nominally in [-1, 1] (not clamped, as the reference).
+        ``grid`` defaults to the model's; the decoder is convolutional, so a smaller grid decodes to a smaller
+        image at the same scale."""
+        z = self.quantize.lookup(codes, grid or self.config.grid_size).to(self.post_quant_conv.weight.dtype)
         return self.decoder(self.post_quant_conv(z))
