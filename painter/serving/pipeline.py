@@ -85,8 +85,13 @@ class Painter:
         dev = resolve_device(device)
         model_dir = hub.resolve(name_or_path)
         name = Path(str(name_or_path)).name
-        if precision != "auto":
-            return cls._load(model_dir, resolve_inference(precision, dev), dev, name)
+        if precision == "auto":
+            return cls._load_auto(model_dir, dev, name)
+        return cls._load(model_dir, resolve_inference(precision, dev), dev, name)
+
+    @classmethod
+    def _load_auto(cls, model_dir: Path, dev: torch.device, name: str) -> "Painter":
+        """The first usable fast mode whose stored verdict passes, checking (and storing) missing verdicts."""
         verdicts = VerdictStore(model_dir, dev, hub.cache_dir() / "quality")
         reference = None
         exact = resolve_inference("fp32", dev)
@@ -148,8 +153,8 @@ class Painter:
         text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
         uncond = torch.tensor([self.tokenizer.unconditional()], dtype=torch.long, device=self.device)
         generators = make_generators([seed for _, seed in rows], self.device)
-        # The compiled fixed-shape step attends over the whole cache under a mask: the same numbers up to rounding,
-        # so on CPU the exact mode keeps the plain cached step and with it the reference's tokens.
+        # The compiled fixed-shape step attends over padded windows of the cache under a mask: the same numbers up
+        # to rounding, so on CPU the exact mode keeps the plain cached step and with it the reference's tokens.
         static = self.device.type == "cuda" or self.precision != "fp32"
         return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond,
                             static=static)
