@@ -111,18 +111,16 @@ def auto_candidates(device: torch.device) -> list[str]:
     return modes
 
 
-def resolve_inference(precision: str, device: torch.device) -> InferencePrecision:
-    """What running in ``precision`` means on ``device``; 'auto' names the first usable mode (which one it
-    becomes for a model also depends on that model's quality check, see Painter.from_pretrained)."""
-    if precision not in INFERENCE_MODES:
-        raise DeviceError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_MODES)}")
-    if precision == "auto":
-        mode = auto_candidates(device)[0]
-    else:
-        mode = precision
-        reason = mode_usable(mode, device)
-        if reason:
-            raise DeviceError(f"precision {mode} is not available here: {reason}; use --precision auto or fp32")
+def resolve_inference(mode: str, device: torch.device) -> InferencePrecision:
+    """What running in an explicit ``mode`` means on ``device``, where it must be usable ('auto' depends on the
+    model too: Painter.from_pretrained resolves it with auto_candidates and the model's quality check)."""
+    if mode not in INFERENCE_MODES:
+        raise DeviceError(f"unknown precision {mode!r}; choose one of {', '.join(INFERENCE_MODES)}")
+    if mode == "auto":
+        raise ValueError("'auto' is resolved per model by Painter.from_pretrained")
+    reason = mode_usable(mode, device)
+    if reason:
+        raise DeviceError(f"precision {mode} is not available here: {reason}; use --precision auto or fp32")
     if mode == "int8":
         # A bf16 key/value cache would halve its reads, but CPU attention in bf16 is twice as slow as in fp32
         # at these sizes (base: 2.9 s against 2.2 s of tokens per image), so only the decoder narrows.

@@ -13,7 +13,7 @@ from painter.errors import DeviceError, SamplingError
 from painter.models.gpt import fuse_qkv
 from painter.models.packed import Int8Linear
 from painter import precision
-from painter.precision import resolve_inference
+from painter.precision import auto_candidates, resolve_inference
 from painter.sampling import SamplingConfig, make_generators, sample_codes
 from painter.serving.preview import PreviewCanvas, PreviewMap, image_patches, patches_to_images
 from conftest import ROOT, tiny_model
@@ -32,13 +32,13 @@ def test_every_mode_loads_and_generates(easynlp_dir, mode):
 
 def test_auto_takes_the_fastest_usable_mode_and_falls_back_to_fp32(monkeypatch):
     import painter.models.packed as packed
-    import painter.precision as precision
 
-    assert resolve_inference("auto", CPU).mode == "int8"  # x86 with fbgemm, as CI's machines are
+    assert auto_candidates(CPU) == (["int8", "bf16", "fp32"] if precision.native_bf16(CPU) else ["int8", "fp32"])
     monkeypatch.setattr(packed, "int8_available", lambda: False)
-    assert resolve_inference("auto", CPU).mode == ("bf16" if precision.native_bf16(CPU) else "fp32")
+    assert auto_candidates(CPU)[0] == ("bf16" if precision.native_bf16(CPU) else "fp32")
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    chosen = resolve_inference("auto", CPU)
+    assert auto_candidates(CPU) == ["fp32"]
+    chosen = resolve_inference("fp32", CPU)
     assert (chosen.mode, chosen.gpt_dtype, chosen.decoder_dtype) == ("fp32", torch.float32, torch.float32)
     with pytest.raises(DeviceError, match="int8 is not available here: this PyTorch build has no fbgemm"):
         resolve_inference("int8", CPU)
