@@ -12,8 +12,8 @@ method (so that peak RSS is per method) loads it and measures:
   256 steps (a full run of the large model takes tens of minutes); ``--full-reference`` runs every step.
 * ours, per mode: ``Painter.from_pretrained(precision=mode)`` as a user loads a model (from the Painter-layout
   copy that ``painter convert`` makes, which is read lazily: loading an EasyNLP .bin peaks ~0.3 GB higher, as
-  torch.load reads the whole pickle first), one warm-up, then
-  tokens (256 steps), decode, and prompt -> PNG end to end (``generate`` + PNG encoding), per image; the
+  torch.load reads the whole pickle first), then tokens (``Painter.codes``, 256 steps, after a warm-up run of
+  the same batch), decode, and prompt -> PNG end to end (``generate`` + PNG encoding), per image; the
   cost of fast previews every 8 tokens; peak RSS. For ``auto``, a child before it runs the one-off quality
   check that picks the mode (its time is printed below the table), so the measured load is a user's second.
 * the bandwidth floor: the bytes of weights one step reads, times 256 steps, over the read bandwidth
@@ -148,7 +148,7 @@ def read_bandwidth_gbs(gib: float = 1.0) -> float:
 def measure_ours(model_dir: Path, precision: str) -> dict:
     from painter import Painter
     from painter.data.images import png_bytes, tensor_to_pil
-    from painter.sampling import SamplingConfig, make_generators, sample_codes
+    from painter.sampling import SamplingConfig
     from painter.serving.preview import PreviewCanvas
 
     painter = Painter.from_pretrained(model_dir, device="cpu", precision=precision)
@@ -156,12 +156,10 @@ def measure_ours(model_dir: Path, precision: str) -> dict:
     out = {"mode": painter.precision, "decoder": str(painter.inference.decoder_dtype).removeprefix("torch."),
            "tokens": {}, "decode": {}, "e2e": {}, "weight_bytes": weight_bytes_per_step(painter.model.transformer)}
     for batch in BATCHES:
-        ids = text_ids(painter.tokenizer, batch)
-        for steps in (2, STEPS):  # the first call builds kernels: warm up, then time
+        rows = [(painter.tokenize(PROMPT), seed) for seed in range(batch)]
+        for _ in range(2):  # the first call builds kernels (and on CPU traces the int8 step): warm up, then time
             start = time.perf_counter()
-            for _, codes in sample_codes(painter.model.transformer, ids, make_generators(range(batch), painter.device),
-                                         sampling, steps):
-                pass
+            codes = painter.codes(rows, sampling)
             seconds = time.perf_counter() - start
         out["tokens"][batch] = seconds / batch
         painter.decode(codes)

@@ -153,9 +153,9 @@ class Painter:
         text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
         uncond = torch.tensor([self.tokenizer.unconditional()], dtype=torch.long, device=self.device)
         generators = make_generators([seed for _, seed in rows], self.device)
-        # The compiled fixed-shape step attends over padded windows of the cache under a mask: the same numbers up
-        # to rounding, so on CPU the exact mode keeps the plain cached step and with it the reference's tokens.
-        static = self.device.type == "cuda" or self.precision != "fp32"
+        # The compiled fixed-shape step: a CUDA graph on GPUs; on CPUs traced TorchScript, which int8's layers
+        # allow (oneDNN-packed fp32 and bf16 layers cannot be traced, and fp32 keeps the reference's tokens).
+        static = self.device.type == "cuda" or self.inference.int8
         return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond,
                             static=static)
 
