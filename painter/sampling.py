@@ -125,7 +125,7 @@ class StaticStep:
     which runs the same operations without Python (a quarter of a base model's step on 2 cores); TorchScript is
     deprecated, but torch.compile's CPU backend needs a C++ compiler at run time, which users often lack. There
     attention covers the filled part of the cache rounded up to ATTEND_BUCKET positions, one trace per bucket,
-    instead of the whole cache (a sixth of the step at the last positions). Traces depend only on the model and
+    instead of the whole cache (attention is about a fifth of a base model's step). Traces depend only on the model and
     the shapes, so they are kept (``traced_step``) for later calls. Build the step before the prefill: capturing
     runs it at position 0, which the prefill then overwrites. With ``compile=False`` it runs eagerly over the
     same windows (how the logic is tested).

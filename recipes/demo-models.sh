@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 RUNS=${RUNS:-runs}
 EPOCHS_VQGAN=${EPOCHS_VQGAN:-16}
-EPOCHS_BASE=${EPOCHS_BASE:-12}
+EPOCHS_BASE=${EPOCHS_BASE:-16}
 EPOCHS_LARGE=${EPOCHS_LARGE:-12}
 
 $PY -m painter data emoji --output data/emoji
