@@ -100,8 +100,8 @@ def reference_run(exact, prompts=CHECK_PROMPTS, decodes: int | None = None, seed
     sequences = torch.cat([text, codes], 1)
     text_len = exact.config.text_len
     with torch.inference_mode():  # in fp32 one full forward equals the cached steps (to ~1e-6) and is faster
-        logits = torch.cat([exact.model.transformer(rows[:, :-1].to(exact.device))[:, text_len - 1:].float().cpu()
-                            for rows in sequences.split(4)])
+        logits = torch.cat([exact.model.transformer(chunk[:, :-1].to(exact.device))[:, text_len - 1:].float().cpu()
+                            for chunk in sequences.split(4)])
     return Reference(sequences, logits, decode_each(exact, codes[:decodes]), text_len)
 
 
