@@ -5,7 +5,8 @@ Two layouts are supported:
 * **EasyNLP** (the public pai-painter checkpoints): ``config.json`` with ``model_type: artist``,
   ``pytorch_model.bin`` holding ``first_stage_model.*`` (VQGAN) and ``transformer.*`` (GPT), ``vocab.txt``.
   The VQGAN sizes are not in that config (EasyNLP hard-codes taming's f16/16384 model); a ``vqgan`` object
-  may be added to describe another VQGAN, which EasyNLP ignores.
+  may be added to describe another VQGAN, which EasyNLP ignores, and so may ``sampling`` (both layouts): the
+  settings the model paints best with, e.g. ``{"top_k": 10, "temperature": 0.3}``.
 * **Painter** (ours): ``config.json`` with ``format: painter`` and the full GPT + VQGAN config,
   ``model.safetensors`` with the same tensor names, ``vocab.txt``.
 
@@ -23,7 +24,7 @@ import re
 import shutil
 import struct
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,9 +34,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from painter.data.files import atomic_output
-from painter.errors import CheckpointError, ConfigError, ModelNotFoundError
+from painter.errors import CheckpointError, ConfigError, ModelNotFoundError, SamplingError
 from painter.models import VQGAN, GPTConfig, ModelConfig, PainterModel, VQGANConfig
 from painter.models.gpt import reference_attention_mask
+from painter.sampling import sampling_settings
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ def easynlp_config(data: dict, source: Path) -> ModelConfig:
                         f"text_vocab_size {f['text_vocab_size']}")
     if problems:
         raise ConfigError(f"{source}: inconsistent sizes: " + "; ".join(problems))
-    return config
+    return with_recommended_sampling(config, data, source)
 
 
 def easynlp_config_dict(config: ModelConfig) -> dict:
@@ -124,7 +126,17 @@ def easynlp_config_dict(config: ModelConfig) -> dict:
         data["vqgan"] = asdict(config.vqgan)
     if config.text_len != 32:
         data["text_len"] = config.text_len
+    if config.sampling:  # EasyNLP ignores keys it does not know
+        data["sampling"] = dict(config.sampling)
     return data
+
+
+def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> ModelConfig:
+    """``config`` with the checked sampling settings of its config.json (either layout)."""
+    try:
+        return replace(config, sampling=sampling_settings(data.get("sampling", {}), config.img_vocab_size))
+    except SamplingError as exc:
+        raise ConfigError(f'{source}: "sampling": {exc}') from exc
 
 
 def painter_config(data: dict, source: Path) -> ModelConfig:
@@ -133,9 +145,10 @@ def painter_config(data: dict, source: Path) -> ModelConfig:
         raise ConfigError(f"{source}: Painter format version {version!r} is not supported "
                           f"(this Painter reads version {PAINTER_FORMAT_VERSION})")
     try:
-        return ModelConfig.from_dict(data)
+        config = ModelConfig.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+    return with_recommended_sampling(config, data, source)
 
 
 def read_config(model_dir: Path) -> tuple[ModelConfig, str]:
@@ -430,9 +443,10 @@ def load_vqgan(src: str | Path) -> VQGAN:
 
 
 def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torch.dtype | None = None,
-            vqgan_dir: str | Path | None = None) -> Path:
+            vqgan_dir: str | Path | None = None, sampling: dict | None = None) -> Path:
     """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one);
-    for the Painter layout optionally in another float format and with a shared VQGAN directory."""
+    for the Painter layout optionally in another float format and with a shared VQGAN directory.
+    ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``)."""
     checkpoint = load_checkpoint(src)
     to = to or ("painter" if checkpoint.format == "easynlp" else "easynlp")
     if to not in ("painter", "easynlp"):
@@ -441,6 +455,9 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
     if dst.exists() and any(dst.iterdir()):
         raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
     model = build_model(checkpoint)
+    if sampling:
+        settings = {**model.config.sampling, **sampling}
+        model.config = replace(model.config, sampling=sampling_settings(settings, model.config.img_vocab_size))
     if to == "painter":
         return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
     if dtype is not None or vqgan_dir is not None:

@@ -48,8 +48,8 @@ def validation_metrics(model_dir: Path, valid: Path) -> dict[str, float]:
 
 
 def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
-                guidance_scale: float = 1.0, batch_size: int = 16, top_k: int | None = None,
-                temperature: float = 1.0, pool: Path | None = None) -> float:
+                guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
+                temperature: float | None = None, pool: Path | None = None) -> float:
     """R@1 of captions from ``data``; the other candidates come from ``data`` and ``pool`` (distinct images)."""
     examples = read_examples(data, painter.config.vqgan.resolution)
     images, hashes = examples.images, list(examples.image_hashes)
@@ -76,8 +76,8 @@ def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: i
 
 
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,
-             candidates: int = 100, seed: int = 0, guidance_scale: float = 1.0, top_k: int | None = None,
-             temperature: float = 1.0) -> dict[str, float]:
+             candidates: int = 100, seed: int = 0, guidance_scale: float | None = None, top_k: int | None = None,
+             temperature: float | None = None) -> dict[str, float]:
     from painter import hub
 
     model_dir = hub.resolve(model)
@@ -87,6 +87,7 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
     for source, pool in sources:
         result[f"r_at_1_{source.stem}"] = r_precision(painter, source, captions, candidates, seed, guidance_scale,
                                                       top_k=top_k, temperature=temperature, pool=pool)
-    result.update({"captions": captions, "candidates": candidates, "seed": seed, "guidance_scale": guidance_scale,
-                   "top_k": top_k or 100, "temperature": temperature, "precision": painter.precision})
+    used = painter.sampling(top_k, temperature=temperature, guidance_scale=guidance_scale)
+    result.update({"captions": captions, "candidates": candidates, "seed": seed, "guidance_scale": used.guidance_scale,
+                   "top_k": used.top_k, "temperature": used.temperature, "precision": painter.precision})
     return result

@@ -14,7 +14,7 @@ import secrets
 import warnings
 import weakref
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_SEED = 2**63 - 1
 DEFAULT_TOP_K = 100  # the reference's default; capped at the codebook size for small models
+SETTING_TYPES = {"top_k": int, "top_p": float, "temperature": float, "guidance_scale": float}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,30 @@ class SamplingConfig:
     @property
     def guided(self) -> bool:
         return self.guidance_scale != 1.0
+
+    def updated(self, **given: Any) -> "SamplingConfig":
+        """This config with each setting the caller gave (not None) in place of its own."""
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+def sampling_settings(data: Any, codebook_size: int | None = None) -> dict[str, Any]:
+    """Checked sampling settings from a JSON object (a style preset's, or a model's recommended ones in
+    its config.json), so a typo fails when the file is read rather than at the first painting."""
+    if not isinstance(data, Mapping):
+        raise SamplingError(f"sampling settings must be a JSON object, got {data!r}")
+    unknown = [k for k in data if k not in SETTING_TYPES]
+    if unknown:
+        raise SamplingError(f"unknown sampling setting {unknown[0]!r}; the settings are {', '.join(SETTING_TYPES)}")
+    settings = {}
+    for key, value in data.items():
+        kind = SETTING_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+            raise SamplingError(f"sampling setting {key} must be {'a whole number' if kind is int else 'a number'}, "
+                                f"got {value!r}")
+        settings[key] = kind(value)
+    limit = codebook_size or settings.get("top_k", DEFAULT_TOP_K)
+    SamplingConfig(**settings).validate(limit)
+    return settings
 
 
 def resolve_seed(seed: int) -> int:

@@ -34,6 +34,11 @@ pictures they paint derive from Twemoji and need the CC-BY attribution above.
 
 Training throughput: {tokens_per_s:.0f} tokens/s on one core (bf16 autocast).
 
+## Sampling
+Recommended settings, stored in `config.json` and used by `painter predict`, `painter eval`, the studio's
+plain style and `Painter.generate` wherever a user gives none: {recommended}. The model memorises its
+captions, so conservative sampling paints the cleanest pictures; explicit flags override each setting.
+
 ## Metrics (`painter eval`, seed 0, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance}, {eval_precision} mode)
 | metric | value |
 |---|---|
@@ -60,11 +65,13 @@ def main(name: str, runs: Path, models: Path) -> None:
     log, vq_log = records(run), records(vq)
     evaluation = json.loads((runs / f"{name}-eval.json").read_text())
     gpt = info["gpt"]
+    recommended = json.loads((models / name / "config.json").read_text()).get("sampling", {})
     params = (gpt["vocab_size"] * gpt["n_embd"] + gpt["block_size"] * gpt["n_embd"]
               + gpt["n_layer"] * (12 * gpt["n_embd"] ** 2 + 13 * gpt["n_embd"])
               + 2 * gpt["n_embd"] + (gpt["vocab_size"] - 21128) * gpt["n_embd"]) / 1e6
     card = CARD.format(
-        name=name, size=name.split("-")[1], params=params, n_embed=vq_info["config"]["n_embed"],
+        name=name, size=name.split("-")[1], params=params,
+        recommended=", ".join(f"{k.replace('_', '-')} {v}" for k, v in recommended.items()) or "the reference's", n_embed=vq_info["config"]["n_embed"],
         caption_dropout=info["caption_dropout"], train_rows="7,320", train_images="1,830",
         vq_epochs=vq_info["loop"]["epochs"], vq_steps=vq_log[-1]["step"], vq_minutes=minutes(vq),
         epochs=info["loop"]["epochs"], steps=log[-1]["step"], minutes=minutes(run),

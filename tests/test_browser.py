@@ -63,6 +63,10 @@ def choose(driver, elem_id: str, text: str) -> None:
     option.click()
 
 
+def slider(driver, elem_id: str) -> float:
+    return float(driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]").get_attribute("value"))
+
+
 def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
     from painter import hub
 
@@ -71,7 +75,12 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
     wait = WebDriverWait(browser, 60)
     browser.get(studio_url)
     prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    if model == "demo-large":  # the plain style shows each model's recommended settings (its config.json)
+        choose(browser, "model", "slow")
+        wait.until(lambda d: slider(d, "temperature") == 1.0)
     choose(browser, "model", model)
+    if model == "demo-large":
+        wait.until(lambda d: slider(d, "temperature") == 0.2)
     prompt.send_keys("红苹果")
     browser.execute_script(RECORD_STATUS)
     browser.find_element(By.CSS_SELECTOR, "#generate").click()

@@ -194,3 +194,52 @@ def test_standalone_vqgan_is_checked_strictly(tmp_path):
     save_file(state, str(d / VQGAN_WEIGHTS))
     with pytest.raises(CheckpointError, match=r"quant_conv\.weight has shape \[8, 8, 3, 3\] but the config needs"):
         load_vqgan(d)
+
+
+RECOMMENDED = ["--sampling", "top_k=5", "--sampling", "temperature=0.5"]
+
+
+def test_recommended_sampling_is_stored_read_back_and_used_where_none_is_given(easynlp_dir, tmp_path):
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    assert main(["convert", str(easynlp_dir), str(ours), *RECOMMENDED]) == 0
+    assert json.loads((ours / "config.json").read_text())["sampling"] == {"top_k": 5, "temperature": 0.5}
+    assert main(["convert", str(ours), str(back)]) == 0  # the EasyNLP layout keeps them too
+    assert json.loads((back / "config.json").read_text())["sampling"] == {"top_k": 5, "temperature": 0.5}
+
+    plain, recommending = (Painter.from_pretrained(d, device="cpu", precision="fp32") for d in (easynlp_dir, back))
+    assert plain.sampling().top_k == 100 and plain.sampling().temperature == 1.0
+    assert recommending.sampling() == plain.sampling(top_k=5, temperature=0.5)
+    assert recommending.sampling(temperature=2.0).temperature == 2.0  # a given setting wins
+
+    def pixels(painter, **kw):
+        images = painter.generate(["红苹果", "宽松T恤"], seed=3, num_images=2, **kw)
+        return [im.tobytes() for ims in images for im in ims]
+
+    defaults = recommending.generate("红苹果", seed=3)[0][0]
+    assert defaults.info["top_k"] == 5 and defaults.info["temperature"] == 0.5
+    assert pixels(recommending) == pixels(plain, top_k=5, temperature=0.5)
+    assert pixels(recommending) != pixels(plain)
+    assert pixels(recommending, temperature=1.0) == pixels(plain, top_k=5)
+    frames = list(recommending.stream("红苹果", seed=3, preview_every=0))
+    assert frames[-1].image.tobytes() == plain.generate("红苹果", seed=3, top_k=5, temperature=0.5)[0][0].tobytes()
+
+
+@pytest.mark.parametrize("sampling,match", [
+    ({"temprature": 0.5}, "unknown sampling setting 'temprature'"),
+    ({"top_k": 500}, "codebook size 128"),
+    ("hot", "JSON object"),
+])
+def test_bad_recommended_sampling_names_the_file(easynlp_dir, tmp_path, sampling, match):
+    d = copy_model(easynlp_dir, tmp_path)
+    edit_config(d, sampling=sampling)
+    with pytest.raises(ConfigError, match=match) as error:
+        load_checkpoint(d)
+    assert str(d / "config.json") in str(error.value)
+
+
+def test_convert_refuses_a_bad_recommended_setting(easynlp_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", str(easynlp_dir), str(tmp_path / "a"), "--sampling", "temperature"])
+    assert "KEY=NUMBER" in capsys.readouterr().err
+    assert main(["convert", str(easynlp_dir), str(tmp_path / "b"), "--sampling", "temperature=-1"]) == 1
+    assert not (tmp_path / "b" / "config.json").exists()

@@ -134,3 +134,17 @@ def test_unwritable_output_missing_input_and_unknown_model(easynlp_dir, tmp_path
 def test_cli_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "painter", "--version"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("painter ")
+
+
+def test_a_models_recommended_sampling_is_predicts_default(easynlp_dir, tmp_path):
+    from painter.checkpoints import convert
+
+    model = convert(easynlp_dir, tmp_path / "model", sampling={"top_k": 5, "temperature": 0.5})
+    inp = write_input(tmp_path / "in.tsv", bad=False)
+    runs = {"defaults": (model,), "explicit": (easynlp_dir, "--top-k", "5", "--temperature", "0.5"),
+            "reference": (easynlp_dir,)}
+    for name, (m, *flags) in runs.items():
+        assert predict(m, inp, tmp_path / f"{name}.tsv", *flags) == 0
+    images = {name: [line.split("\t")[2] for line in (tmp_path / f"{name}.tsv").read_text().splitlines()]
+              for name in runs}
+    assert images["defaults"] == images["explicit"] != images["reference"]

@@ -3,7 +3,8 @@ import torch
 
 from bench.reference import reference_sample
 from painter.errors import SamplingError
-from painter.sampling import SamplingConfig, image_seeds, next_token_probs, resolve_seed, top_k_filter, top_p_filter
+from painter.sampling import (SamplingConfig, image_seeds, next_token_probs, resolve_seed, sampling_settings,
+                              top_k_filter, top_p_filter)
 
 PROMPTS = ["红苹果", "一只俏皮的狗正跑过草地", "宽松T恤", "一片水域的景色以日落为背景"]
 
@@ -112,3 +113,27 @@ def test_generate_refuses_bad_input(painter):
         painter.generate("红苹果", num_images=0)
     with pytest.raises(SamplingError):
         painter.generate("红苹果", temperature=0)
+
+
+def test_sampling_settings_are_typed_and_checked():
+    assert sampling_settings({"top_k": 10.0, "temperature": 1}) == {"top_k": 10, "temperature": 1.0}
+    assert type(sampling_settings({"top_k": 10.0})["top_k"]) is int
+    assert type(sampling_settings({"temperature": 1})["temperature"]) is float
+    assert sampling_settings({}) == {}
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"steps": 3}, "unknown sampling setting 'steps'"), ({"top_k": 2.5}, "top_k must be a whole number"),
+    ({"top_k": True}, "top_k must be a whole number"), ({"temperature": "0.3"}, "temperature must be a number"),
+    ({"temperature": 0}, "temperature must be a positive"), ({"top_p": 2}, "top_p"),
+    ({"top_k": 129}, "codebook size 128"), ({"guidance_scale": 99}, "guidance_scale"), ([1, 2], "JSON object"),
+])
+def test_bad_sampling_settings_are_refused(data, match):
+    with pytest.raises(SamplingError, match=match):
+        sampling_settings(data, codebook_size=128)
+
+
+def test_updated_replaces_only_the_settings_given():
+    recommended = SamplingConfig(top_k=10, temperature=0.2)
+    assert recommended.updated(top_k=None, top_p=None, temperature=None) == recommended
+    assert recommended.updated(temperature=1.0, top_p=0.9) == SamplingConfig(top_k=10, top_p=0.9, temperature=1.0)

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,16 @@ def test_fine_tuning_lowers_the_loss_and_the_result_paints(easynlp_dir, tmp_path
     prompts.write_text("1\t蓝色圆点\n", encoding="utf-8")
     assert main(["-q", "predict", "--model", str(out / "model"), "--input", str(prompts),
                  "--output", str(tmp_path / "out.tsv")]) == 0
+
+
+def test_a_fine_tuned_model_keeps_its_bases_recommended_sampling(easynlp_dir, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(easynlp_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "sampling": {"temperature": 0.4}}))
+    out = tmp_path / "run"
+    assert train(base, synthetic_tsv(tmp_path / "train.tsv"), out, "--epochs", "1") == 0
+    assert json.loads((out / "model" / "config.json").read_text())["sampling"] == {"temperature": 0.4}
 
 
 def test_code_cache_is_reused(easynlp_dir, tmp_path, monkeypatch):

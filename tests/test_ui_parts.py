@@ -33,8 +33,32 @@ def test_a_broken_preset_is_skipped_and_the_rest_load(tmp_path, caplog):
 
 
 def test_sampling_defaults_are_typed():
-    preset = parse_preset({"name": {"zh": "a", "en": "b"}, "sampling": {"top_k": "20", "temperature": 1}}, "x.json")
+    preset = parse_preset({"name": {"zh": "a", "en": "b"}, "sampling": {"top_k": 20.0, "temperature": 1}}, "x.json")
     assert preset.sampling == {"top_k": 20, "temperature": 1.0} and preset.id == "x"
+    assert type(preset.sampling["top_k"]) is int and type(preset.sampling["temperature"]) is float
+
+
+def test_the_studio_shows_the_styles_settings_else_the_models(easynlp_dir, tmp_path):
+    """Sliders follow the style, and where the style sets nothing (plain), the model's recommended settings."""
+    from painter.checkpoints import convert
+    from painter.ui.app import Studio
+    from painter.ui.models import ModelManager
+
+    convert(easynlp_dir, tmp_path / "recommending", sampling={"top_k": 5, "temperature": 0.5})
+    manager = ModelManager(extra=[str(easynlp_dir), str(tmp_path / "recommending")], device="cpu", precision="fp32")
+    studio = Studio(manager, load_styles(ROOT / "styles"))
+    plain = studio.settings_for("plain", "recommending")
+    assert (plain.top_k, plain.top_p, plain.temperature, plain.guidance_scale) == (5, 1.0, 0.5, 1.0)
+    reference = studio.settings_for("plain", easynlp_dir.name)
+    assert (reference.top_k, reference.temperature) == (100, 1.0)
+    emoji = studio.settings_for("emoji", "recommending")  # the preset's own settings win
+    assert (emoji.top_k, emoji.temperature) == (10, 0.2)
+    assert studio.settings_for("plain", "demo-large").temperature == 0.2  # the bundled models recommend theirs
+
+    # empty sampling fields paint with the model's settings, and the PNG records what was used
+    *_, (paths, _, _, params) = studio.paint("红苹果", "plain", "recommending", None, None, None, None, 3, 1, 0)
+    assert (params["top_k"], params["temperature"], params["top_p"]) == (5, 0.5, 1.0)
+    assert read_params(paths[0])["temperature"] == 0.5
 
 
 def test_png_parameters_round_trip(tmp_path):

@@ -23,6 +23,9 @@ class ModelConfig:
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     text_len: int = 32
     caption_dropout: float = 0.0  # > 0: trained with empty captions too, so guidance_scale > 1 is meaningful
+    # The sampling settings this model paints best with (config.json "sampling"), used where a caller gives
+    # none: a small model that memorised its data wants a low temperature. Empty: the reference's defaults.
+    sampling: dict = field(default_factory=dict)
 
     @property
     def img_vocab_size(self) -> int:
@@ -58,8 +61,9 @@ class ModelConfig:
         return self
 
     def to_dict(self) -> dict:
-        return {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len,
+        data = {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len,
                 "caption_dropout": self.caption_dropout}
+        return {**data, "sampling": dict(self.sampling)} if self.sampling else data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

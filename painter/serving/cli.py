@@ -16,17 +16,18 @@ from painter.errors import PainterError
 from painter.hub import DEFAULT_MODEL
 
 EXIT_ERROR, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 3, 130
+MODEL_DEFAULT = "default: the model's recommended setting, else"
 log = logging.getLogger("painter")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j; -1 picks one (default 0)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (default 100)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative (default 1.0)")
-    p.add_argument("--guidance-scale", type=float, default=1.0,
-                   help="classifier-free guidance for models trained with caption dropout (default 1.0 = off)")
+    p.add_argument("--top-k", type=int, help=f"keep the k most likely codes ({MODEL_DEFAULT} 100)")
+    p.add_argument("--top-p", type=float, help=f"nucleus sampling mass ({MODEL_DEFAULT} 1.0 = off)")
+    p.add_argument("--temperature", type=float, help=f"> 0; lower is more conservative ({MODEL_DEFAULT} 1.0)")
+    p.add_argument("--guidance-scale", type=float,
+                   help=f"classifier-free guidance for models trained with caption dropout ({MODEL_DEFAULT} 1.0 = off)")
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", choices=("paddle",), help="SRC is PaddleNLP's model_state.pdparams")
     p.add_argument("--vocab", help="with --from paddle: vocab.txt (default: beside SRC, else the bundled one)")
     p.add_argument("--n-head", type=int, help="with --from paddle: attention heads, for unpublished sizes")
+    p.add_argument("--sampling", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+                   help="recommended sampling setting stored with the model and used when a user gives none "
+                        "(top_k, top_p, temperature, guidance_scale; repeatable), e.g. --sampling temperature=0.3")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("download", help="download a known model (or hf:OWNER/REPO) into the cache")
@@ -98,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", type=int, default=200)
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance-scale", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--guidance-scale", type=float, help=f"{MODEL_DEFAULT} 1.0")
+    p.add_argument("--top-k", type=int, help=f"{MODEL_DEFAULT} 100")
+    p.add_argument("--temperature", type=float, help=f"{MODEL_DEFAULT} 1.0")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("data", help="build data sets")
@@ -118,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disc-weight", type=float, default=0.1)
     p.set_defaults(func=_train_vqgan)
     return parser
+
+
+def _setting(text: str) -> tuple[str, float]:
+    key, _, value = text.partition("=")
+    try:
+        return key.strip(), float(value) if "." in value or "e" in value.lower() else int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER such as temperature=0.3, got {text!r}") from None
 
 
 def _add_loop_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
@@ -259,7 +271,7 @@ def _convert(args: argparse.Namespace) -> int:
     from painter.precision import PRECISIONS
 
     dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,
-                  vqgan_dir=args.shared_vqgan)
+                  vqgan_dir=args.shared_vqgan, sampling=dict(args.sampling))
     log.info("wrote %s", dst)
     return 0
 

@@ -18,7 +18,8 @@ TASK = "text2image_generation"
 
 class Text2ImagePipeline:
     def __init__(self, painter: Painter, max_generated_num: int = 1, seed: int = 0, top_k: int | None = None,
-                 top_p: float = 1.0, temperature: float = 1.0, batch_size: int = 8, guidance_scale: float = 1.0):
+                 top_p: float | None = None, temperature: float | None = None, batch_size: int = 8,
+                 guidance_scale: float | None = None):
         self.painter = painter
         self.options = dict(num_images=max_generated_num, seed=seed, top_k=top_k, top_p=top_p,
                             temperature=temperature, batch_size=batch_size, guidance_scale=guidance_scale)

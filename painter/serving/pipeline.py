@@ -144,10 +144,13 @@ class Painter:
                         self.config.text_len, tokens.dropped, tokens.used_text)
         return tokens
 
-    def _sampling(self, top_k: int | None, top_p: float, temperature: float,
-                  guidance_scale: float = 1.0) -> SamplingConfig:
-        return SamplingConfig(top_k=top_k, top_p=top_p, temperature=temperature,
-                              guidance_scale=guidance_scale).validate(self.config.img_vocab_size)
+    def sampling(self, top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
+                 guidance_scale: float | None = None) -> SamplingConfig:
+        """The checked settings a generation uses: each one given, else the model's recommended one
+        (``config.sampling``), else the reference's (top-k 100, top-p 1, temperature 1, no guidance)."""
+        recommended = SamplingConfig(**self.config.sampling)
+        return recommended.updated(top_k=top_k, top_p=top_p, temperature=temperature,
+                                   guidance_scale=guidance_scale).validate(self.config.img_vocab_size)
 
     def _codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> Iterator[tuple[int, torch.Tensor]]:
         text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
@@ -186,15 +189,15 @@ class Painter:
     # -- the API ------------------------------------------------------------------------------------------
 
     def generate(self, prompts: str | Sequence[str], seed: int = 0, num_images: int = 1, top_k: int | None = None,
-                 top_p: float = 1.0, temperature: float = 1.0, batch_size: int = 8,
-                 guidance_scale: float = 1.0) -> list[list[Image.Image]]:
+                 top_p: float | None = None, temperature: float | None = None, batch_size: int = 8,
+                 guidance_scale: float | None = None) -> list[list[Image.Image]]:
         """One list of images per prompt. Image j of a prompt uses seed + j (seed -1: a random one, reported
-        in each image's ``info['seed']``)."""
+        in each image's ``info['seed']``). Sampling settings left as None are the model's (``sampling()``)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if batch_size < 1:
             raise SamplingError(f"batch_size must be at least 1, got {batch_size}")
-        sampling = self._sampling(top_k, top_p, temperature, guidance_scale)
+        sampling = self.sampling(top_k, top_p, temperature, guidance_scale)
         seeds = image_seeds(resolve_seed(seed), num_images)
         tokenized = [self.tokenize(p) for p in prompts]
         rows = [(i, tokens, s) for i, tokens in enumerate(tokenized) for s in seeds]
@@ -212,17 +215,18 @@ class Painter:
             self._preview_map = PreviewMap.for_vqgan(self.model.first_stage_model, hub.cache_dir() / "previews")
         return self._preview_map
 
-    def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None, top_p: float = 1.0,
-               temperature: float = 1.0, preview_every: int = 8, guidance_scale: float = 1.0,
-               preview: str = "fast") -> Iterator[Frame]:
+    def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None,
+               top_p: float | None = None, temperature: float | None = None, preview_every: int = 8,
+               guidance_scale: float | None = None, preview: str = "fast") -> Iterator[Frame]:
         """Yield a preview Frame every ``preview_every`` tokens (0: none), then the final frame (a real decode).
         ``preview="fast"`` paints sampled cells with the preview map (near-free); ``"decode"`` runs the real
-        decoder on the partial grid. Unsampled cells are grey. Closing the iterator stops sampling at once."""
+        decoder on the partial grid. Unsampled cells are grey. Closing the iterator stops sampling at once.
+        Sampling settings left as None are the model's (``sampling()``)."""
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
             raise SamplingError(f"preview_every must be a whole number >= 0, got {preview_every!r}")
         if preview not in PREVIEWS:
             raise SamplingError(f"preview must be one of {', '.join(PREVIEWS)}, got {preview!r}")
-        sampling = self._sampling(top_k, top_p, temperature, guidance_scale)
+        sampling = self.sampling(top_k, top_p, temperature, guidance_scale)
         seeds = image_seeds(resolve_seed(seed), num_images)
         tokens = self.tokenize(prompt)
         total = self.config.img_len

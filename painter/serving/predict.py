@@ -20,7 +20,7 @@ from painter.data.files import atomic_output
 from painter.data.images import png_base64
 from painter.data.tsv import PromptRow, RejectedRow, read_prompt_rows, tsv_line
 from painter.errors import DataError, PainterError, SamplingError
-from painter.sampling import SamplingConfig, image_seeds, resolve_seed
+from painter.sampling import image_seeds, resolve_seed
 from painter.serving.pipeline import Painter
 from painter.text import TokenizedPrompt
 
@@ -97,8 +97,8 @@ def check_writable(output: Path) -> None:
 
 
 def predict(painter: Painter, input_path: str | Path, output_path: str | Path, seed: int = 0, num_images: int = 1,
-            top_k: int | None = None, top_p: float = 1.0, temperature: float = 1.0, guidance_scale: float = 1.0,
-            batch_size: int = 8, progress: bool = True) -> PredictReport:
+            top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
+            guidance_scale: float | None = None, batch_size: int = 8, progress: bool = True) -> PredictReport:
     output = Path(output_path)
     if batch_size < 1:
         raise SamplingError(f"--batch-size must be at least 1, got {batch_size}")
@@ -106,7 +106,7 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
         seed = resolve_seed(seed)
         log.warning("--seed -1 picked seed %d; pass --seed %d to resume this job with the same images", seed, seed)
     image_seeds(resolve_seed(seed), num_images)
-    sampling = SamplingConfig(top_k, top_p, temperature, guidance_scale).validate(painter.config.img_vocab_size)
+    sampling = painter.sampling(top_k, top_p, temperature, guidance_scale)
     check_writable(output)
 
     good: list[tuple[PromptRow, TokenizedPrompt]] = []

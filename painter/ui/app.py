@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -21,7 +22,7 @@ from PIL import Image
 from painter import __version__
 from painter.errors import PainterError
 from painter.precision import INFERENCE_MODES
-from painter.sampling import MAX_SEED, resolve_seed
+from painter.sampling import DEFAULT_TOP_K, MAX_SEED, SamplingConfig, resolve_seed
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
 from painter.ui.styles import StylePreset, load_styles
@@ -83,12 +84,23 @@ class Studio:
         return name, (f"「{style.name_zh}」风格的模型 `{style.model}` 未安装，获取方法：`painter download {style.model}`。"
                       f"现在用 **{name}** 作画。 (The preset's model is not installed; painting with {name}.)")
 
+    def settings_for(self, style_id: str, choice: str) -> SamplingConfig:
+        """The style's sampling settings, else the model's recommended ones, else the reference's."""
+        style = self.styles.get(style_id) or next(iter(self.styles.values()))
+        try:
+            recommended = self.manager.entry(self.model_for(style_id, choice)[0]).sampling
+        except PainterError:  # no model installed: the reference's
+            recommended = {}
+        s = SamplingConfig(**recommended).updated(**style.sampling)
+        return s if s.top_k else replace(s, top_k=DEFAULT_TOP_K)
+
     def style_changed(self, style_id: str, choice: str):
+        """A new style or model: its note, sampling settings (``settings_for``) and the style's examples."""
         style = self.styles[style_id]
         note = self.model_for(style_id, choice)[1]
-        s = style.sampling
-        return (note, gr.update(value=s.get("top_k", 100)), gr.update(value=s.get("top_p", 1.0)),
-                gr.update(value=s.get("temperature", 1.0)), gr.update(value=s.get("guidance_scale", 1.0)),
+        s = self.settings_for(style_id, choice)
+        return (note, gr.update(value=s.top_k), gr.update(value=s.top_p),
+                gr.update(value=s.temperature), gr.update(value=s.guidance_scale),
                 gr.update(samples=[[e] for e in style.examples] or [[e] for e in EMOJI_EXAMPLES]))
 
     def guidance_allowed(self, style_id: str, choice: str):
@@ -101,12 +113,14 @@ class Studio:
     # -- painting -----------------------------------------------------------------------------------------
 
     def _check(self, prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every):
+        """Checked numbers; a sampling setting left empty (None) is the model's recommended one."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise gr.Error("请输入提示词，例如「红苹果」。 (Type a prompt first.)")
         try:
-            values = dict(top_k=int(top_k), top_p=float(top_p), temperature=float(temperature),
-                          guidance_scale=float(guidance), seed=int(seed), num_images=int(num_images),
-                          preview_every=int(preview_every))
+            sampling = {k: None if v is None else kind(v) for k, kind, v in
+                        (("top_k", int, top_k), ("top_p", float, top_p), ("temperature", float, temperature),
+                         ("guidance_scale", float, guidance))}
+            values = dict(**sampling, seed=int(seed), num_images=int(num_images), preview_every=int(preview_every))
         except (TypeError, ValueError) as exc:
             raise gr.Error(f"参数不是数字 (a parameter is not a number): {exc}") from exc
         if not 1 <= values["num_images"] <= 4:
@@ -126,13 +140,15 @@ class Studio:
             painter = self.manager.get(name)
             style = self.styles.get(style_id) or next(iter(self.styles.values()))
             used_seed = resolve_seed(values["seed"])
+            sampling = painter.sampling(values["top_k"], values["top_p"], values["temperature"],
+                                        values["guidance_scale"])
             frames = painter.stream(style.apply(prompt), seed=used_seed, num_images=values["num_images"],
-                                    top_k=values["top_k"], top_p=values["top_p"], temperature=values["temperature"],
-                                    preview_every=values["preview_every"], guidance_scale=values["guidance_scale"])
+                                    top_k=sampling.top_k, top_p=sampling.top_p, temperature=sampling.temperature,
+                                    preview_every=values["preview_every"], guidance_scale=sampling.guidance_scale)
             notes = None
             params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
-                      "top_k": values["top_k"], "top_p": values["top_p"], "temperature": values["temperature"],
-                      "guidance_scale": values["guidance_scale"], "version": __version__}
+                      "top_k": sampling.top_k, "top_p": sampling.top_p, "temperature": sampling.temperature,
+                      "guidance_scale": sampling.guidance_scale, "version": __version__}
             for frame in frames:
                 if notes is None:  # the prompt as the model read it comes with the first frame
                     notes = ([note] if note else []) + prompt_notes(frame.prompt, painter.config.text_len)
@@ -163,12 +179,13 @@ class Studio:
                 yield images, status, used_seed, gr.skip(), gr.skip()
 
     def compare(self, prompt, seed, model_a, model_b, preview_every):
-        """Both models stream, frame by frame in turn (one worker, no fight over cores)."""
+        """Both models stream, frame by frame in turn (one worker, no fight over cores), each with the
+        sampling settings it paints best with."""
         try:
             seed = resolve_seed(int(seed))
         except (TypeError, ValueError, PainterError) as exc:
             raise gr.Error(f"种子须为 -1 或非负整数 (seed must be -1 or a whole number >= 0): {exc}") from exc
-        streams = {side: self.paint(prompt, "plain", model, 100, 1.0, 1.0, 1.0, seed, 1, preview_every,
+        streams = {side: self.paint(prompt, "plain", model, None, None, None, None, seed, 1, preview_every,
                                     stream_name=f"{model} · ")
                    for side, model in (("a", model_a), ("b", model_b))}
         latest = {"a": (None, ""), "b": (None, "")}
@@ -218,6 +235,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
     model_choices = [("自动 · follow the style", AUTO)] + [(n, n) for n in studio.manager.names]
     style_choices = [(s.label, s.id) for s in studio.styles.values()]
     first_style = next(iter(studio.styles.values()))
+    first = studio.settings_for(first_style.id, AUTO)
     with gr.Blocks(title="Painter 画师") as demo:
         gr.Markdown("# Painter 画师\n中文文生图：输入提示词，看着画一笔一笔画出来。 Chinese text-to-image, painted token by token.")
         history = gr.State([])
@@ -237,10 +255,11 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
-                        top_k = gr.Number(value=100, precision=0, minimum=1, label="top-k")
-                        top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
-                        temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="温度 Temperature")
-                        guidance = gr.Slider(1.0, 10.0, value=1.0, step=0.5, label="引导 Guidance",
+                        top_k = gr.Number(value=first.top_k, precision=0, minimum=1, label="top-k")
+                        top_p = gr.Slider(0.05, 1.0, value=first.top_p, step=0.05, label="top-p")
+                        temperature = gr.Slider(0.1, 2.0, value=first.temperature, step=0.05, label="温度 Temperature",
+                                                elem_id="temperature")
+                        guidance = gr.Slider(1.0, 10.0, value=first.guidance_scale, step=0.5, label="引导 Guidance",
                                              interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"])
                     with gr.Row():
                         seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)")
@@ -263,11 +282,11 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                       api_name=False, concurrency_id=PAINT_GROUP)
         stop.click(None, None, None, cancels=[event], api_name=False)
         examples.click(lambda row: row[0], [examples], [prompt], api_name=False)
-        style.change(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
-                     api_name=False)
         for trigger in (style, model):
+            # .input, not .change: restoring a PNG or a history item sets style and model with their own settings
+            trigger.input(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
+                          api_name=False)
             trigger.change(studio.guidance_allowed, [style, model], [guidance], api_name=False)
-        model.change(lambda s, m: studio.model_for(s, m)[1], [style, model], [note], api_name=False)
         dice.click(lambda: resolve_seed(-1), None, [seed], api_name=False)
         reuse_seed.click(lambda u: u if u is not None else -1, [used], [seed], api_name=False)
         restore_file.upload(studio.restore, [restore_file],

@@ -12,9 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from painter.errors import SamplingError
+from painter.sampling import sampling_settings
 
-SAMPLING_KEYS = {"top_k": int, "top_p": float, "temperature": float, "guidance_scale": float}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,7 @@ def parse_preset(data: dict, source: str) -> StylePreset:
     template = data.get("template", "{prompt}")
     if not isinstance(template, str) or "{prompt}" not in template:
         raise ValueError('"template" must be a string containing {prompt}')
-    sampling = data.get("sampling", {})
-    if not isinstance(sampling, dict) or any(k not in SAMPLING_KEYS for k in sampling):
-        raise ValueError(f'"sampling" may only set {", ".join(SAMPLING_KEYS)}')
-    sampling = {k: SAMPLING_KEYS[k](v) for k, v in sampling.items()}
+    sampling = sampling_settings(data.get("sampling", {}))
     examples = data.get("examples", [])
     if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
         raise ValueError('"examples" must be a list of strings')
@@ -63,7 +61,7 @@ def load_styles(folder: str | Path) -> list[StylePreset]:
     for path in sorted(Path(folder).glob("*.json")):
         try:
             presets.append(parse_preset(json.loads(path.read_text(encoding="utf-8")), path.name))
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        except (ValueError, TypeError, UnicodeDecodeError, SamplingError) as exc:
             log.warning("style preset %s skipped: %s", path, exc)
     presets.sort(key=lambda p: (p.id != "plain", p.id))
     if not presets:
