@@ -174,14 +174,18 @@ class Painter:
         return self.decode(self.codes(rows, sampling))
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
-        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey.
+    def decode_tensors(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, img_len] -> fp32 images [B, 3, R, R] (nominally in [-1, 1]) on this model's device.
 
         On CPU the images are decoded one at a time: the decoder is compute-bound, so batching gains nothing
         there, while a batch of four 256x256 activations costs several hundred MB of peak memory."""
         vqgan, codes = self.model.first_stage_model, codes.to(self.device)
         chunk = 1 if self.device.type == "cpu" else len(codes)
-        images = torch.cat([vqgan.decode(part) for part in codes.split(chunk)])
+        return torch.cat([vqgan.decode(part).float() for part in codes.split(chunk)])
+
+    def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
+        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey."""
+        images = self.decode_tensors(codes)
         if sampled is not None and sampled < self.config.img_len:
             images = grey_out(images, sampled, self.config.vqgan.grid_size)
         return tensor_to_pil(images)

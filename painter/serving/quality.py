@@ -84,13 +84,6 @@ def divergence(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[float,
     return kl, (ref.argmax(-1) == cand.argmax(-1)).float().mean().item()
 
 
-@torch.inference_mode()
-def decode_each(painter, codes: torch.Tensor) -> torch.Tensor:
-    """Float decodes [N, 3, R, R] of code rows, one at a time (the decoder's peak memory is per image)."""
-    vqgan = painter.model.first_stage_model
-    return torch.cat([vqgan.decode(row[None].to(painter.device)).float().cpu() for row in codes])
-
-
 def reference_run(exact, prompts=CHECK_PROMPTS, decodes: int | None = None, seed: int = 0) -> Reference:
     """Sample one trajectory per prompt with ``exact`` (an fp32 Painter) and record its logits along them and
     the decodes of the first ``decodes``."""
@@ -102,14 +95,14 @@ def reference_run(exact, prompts=CHECK_PROMPTS, decodes: int | None = None, seed
     with torch.inference_mode():  # in fp32 one full forward equals the cached steps (to ~1e-6) and is faster
         logits = torch.cat([exact.model.transformer(chunk[:, :-1].to(exact.device))[:, text_len - 1:].float().cpu()
                             for chunk in sequences.split(4)])
-    return Reference(sequences, logits, decode_each(exact, codes[:decodes]), text_len)
+    return Reference(sequences, logits, exact.decode_tensors(codes[:decodes]).cpu(), text_len)
 
 
 def compare(fast, reference: Reference) -> Verdict:
     """How far ``fast`` (a Painter in a non-exact mode) is from the reference run."""
     logits = stepped_logits(fast.model.transformer, reference.sequences.to(fast.device), reference.text_len).cpu()
     kl, top1 = divergence(reference.logits, logits)
-    images = decode_each(fast, reference.codes[:len(reference.images)])
+    images = fast.decode_tensors(reference.codes[:len(reference.images)]).cpu()
     return Verdict(fast.precision, kl, top1, psnr(images, reference.images),
                    str(fast.inference.decoder_dtype).removeprefix("torch."))
 
