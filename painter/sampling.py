@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import warnings
 import weakref
 from dataclasses import dataclass, replace
@@ -204,25 +205,28 @@ class _Step(nn.Module):
 
 
 _TRACED: "weakref.WeakKeyDictionary[GPT, dict]" = weakref.WeakKeyDictionary()
+_TRACING = threading.Lock()  # the studio paints on several threads: one trace per shape, made once
 
 
 def traced_step(gpt: GPT, idx: torch.Tensor, cache: KVCache, pos: torch.Tensor) -> torch.jit.ScriptModule | None:
     """The frozen TorchScript trace of ``gpt``'s static step for these shapes, made on first use; None where the
     model cannot be traced (oneDNN-packed weights, as in bf16 on CPU, are opaque tensors to the tracer)."""
     key = (tuple(idx.shape), tuple(cache.keys.shape), cache.keys.dtype)
-    traces = _TRACED.setdefault(gpt, {})
-    if key not in traces:
-        # warnings: the deprecation notices, and the note that the trace fixes a branch on the token count
-        # (always one token here)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                traced = torch.jit.trace(_Step(gpt).eval(), (idx, cache.keys, cache.values, pos), check_trace=False)
-                traces[key] = torch.jit.freeze(traced)
-            except RuntimeError as exc:
-                log.debug("the static step stays eager: it cannot be traced (%s)", exc)
-                traces[key] = None
-    return traces[key]
+    with _TRACING:
+        traces = _TRACED.setdefault(gpt, {})
+        if key not in traces:
+            # warnings: the deprecation notices, and the note that the trace fixes a branch on the token count
+            # (always one token here)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    traced = torch.jit.trace(_Step(gpt).eval(), (idx, cache.keys, cache.values, pos),
+                                             check_trace=False)
+                    traces[key] = torch.jit.freeze(traced)
+                except RuntimeError as exc:
+                    log.debug("the static step stays eager: it cannot be traced (%s)", exc)
+                    traces[key] = None
+        return traces[key]
 
 
 @torch.inference_mode()

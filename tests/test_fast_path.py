@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,31 @@ def test_fused_qkv_and_the_static_step_match_the_cached_forward():
             logits = fused.forward_static(ids[:, pos:pos + 1], cache, torch.tensor(pos))
             cache.length += 1
             assert torch.allclose(logits, full[:, pos], atol=1e-5)
+
+
+def test_threads_asking_for_the_same_step_share_one_trace(easynlp_dir, monkeypatch):
+    from painter import sampling as sampling_module
+    from painter.models import KVCache
+
+    gpt = Painter.from_pretrained(easynlp_dir, device="cpu", precision="int8").model.transformer
+    cache = KVCache.empty(gpt.config, 1, torch.float32, CPU, max_len=40)
+    calls, real_trace = [], torch.jit.trace
+
+    def slow_trace(*args, **kwargs):  # widen the window in which a second thread could start its own trace
+        calls.append(1)
+        time.sleep(0.3)
+        return real_trace(*args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", slow_trace)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(sampling_module.traced_step(
+        gpt, torch.zeros(1, 1, dtype=torch.long), cache, torch.tensor(0)))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(results) == 3 and all(r is results[0] for r in results)
+    assert isinstance(results[0], torch.jit.ScriptModule)
 
 
 def test_compiled_static_step_gives_the_eager_logits_and_codes(easynlp_dir, painter, monkeypatch):
