@@ -248,7 +248,7 @@ def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Ge
             raise ValueError("guidance needs the unconditional caption ids")
         text_ids = torch.cat([text_ids, uncond_ids.expand(batch, -1)])
     device = text_ids.device
-    dtype = gpt.tok_emb.weight.dtype
+    dtype = gpt.pos_emb.dtype  # the activations' dtype (int8 keeps its token embedding in bf16)
     cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, device, max_len=text_ids.shape[1] + steps - 1)
     if static is None:
         static = device.type == "cuda"

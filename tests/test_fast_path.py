@@ -12,6 +12,7 @@ import torch
 
 from painter import Painter
 from painter.errors import DeviceError, SamplingError
+from painter.models import KVCache
 from painter.models.gpt import fuse_qkv
 from painter.models.packed import Int8Linear
 from painter import precision
@@ -55,6 +56,18 @@ def test_int8_mode_quantizes_the_gpt_and_keeps_the_decoder_apart(easynlp_dir):
     assert kinds == {"Int8Linear"}
     assert gpt.blocks[0].attn.qkv.out_features == 3 * gpt.config.n_embd
     assert painter.model.first_stage_model.decoder.conv_out.weight.dtype == painter.inference.decoder_dtype
+    # the token embedding is stored in bf16; activations and the key/value cache stay fp32
+    assert gpt.tok_emb.weight.dtype == torch.bfloat16 and gpt.pos_emb.dtype == torch.float32
+    created, real_empty = [], KVCache.empty.__func__
+
+    def recording_empty(cls, config, batch, dtype, *args, **kwargs):
+        created.append(dtype)
+        return real_empty(cls, config, batch, dtype, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(KVCache, "empty", classmethod(recording_empty))
+        codes = painter.codes([(painter.tokenize("红苹果"), 0)], SamplingConfig().validate(painter.config.img_vocab_size))
+    assert created == [torch.float32] and codes.shape == (1, painter.config.img_len)
 
 
 def test_int8_linear_is_close_to_fp32():

@@ -69,7 +69,7 @@ def stepped_logits(gpt: GPT, sequences: torch.Tensor, text_len: int, batch: int 
     sampling computes them: a prefill of the text, then one cached step per code."""
     out = []
     for rows in sequences.split(batch):
-        cache = KVCache.empty(gpt.config, len(rows), gpt.tok_emb.weight.dtype, rows.device, max_len=rows.shape[1] - 1)
+        cache = KVCache.empty(gpt.config, len(rows), gpt.pos_emb.dtype, rows.device, max_len=rows.shape[1] - 1)
         logits = [gpt.forward_cached(rows[:, :text_len], cache)]
         logits += [gpt.forward_cached(rows[:, pos:pos + 1], cache) for pos in range(text_len, rows.shape[1] - 1)]
         out.append(torch.stack(logits, 1).float())
