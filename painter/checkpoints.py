@@ -6,7 +6,7 @@ Two layouts are supported:
   ``pytorch_model.bin`` holding ``first_stage_model.*`` (VQGAN) and ``transformer.*`` (GPT), ``vocab.txt``.
   The VQGAN sizes are not in that config (EasyNLP hard-codes taming's f16/16384 model); a ``vqgan`` object
   may be added to describe another VQGAN, which EasyNLP ignores, and so may ``sampling`` (both layouts): the
-  settings the model paints best with, e.g. ``{"top_k": 10, "temperature": 0.3}``.
+  settings the model paints best with, e.g. ``{"top_k": 10, "temperature": 0.2}``.
 * **Painter** (ours): ``config.json`` with ``format: painter`` and the full GPT + VQGAN config,
   ``model.safetensors`` with the same tensor names, ``vocab.txt``.
 

@@ -76,8 +76,8 @@ def sampling_settings(data: Any, codebook_size: int | None = None) -> dict[str, 
             raise SamplingError(f"sampling setting {key} must be {'a whole number' if kind is int else 'a number'}, "
                                 f"got {value!r}")
         settings[key] = kind(value)
-    limit = codebook_size or settings.get("top_k", DEFAULT_TOP_K)
-    SamplingConfig(**settings).validate(limit)
+    # the ranges; top_k's upper bound only where the codebook is known (a preset may serve any model)
+    SamplingConfig(**settings).validate(codebook_size or settings.get("top_k", DEFAULT_TOP_K))
     return settings
 
 
