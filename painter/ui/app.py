@@ -13,7 +13,6 @@ import logging
 import os
 import tempfile
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -91,8 +90,7 @@ class Studio:
             recommended = self.manager.entry(self.model_for(style_id, choice)[0]).sampling
         except PainterError:  # no model installed: the reference's
             recommended = {}
-        s = SamplingConfig(**recommended).updated(**style.sampling)
-        return s if s.top_k else replace(s, top_k=DEFAULT_TOP_K)
+        return SamplingConfig(top_k=DEFAULT_TOP_K).updated(**recommended).updated(**style.sampling)
 
     def style_changed(self, style_id: str, choice: str):
         """A new style or model: its note, sampling settings (``settings_for``) and the style's examples."""
