@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from painter.checkpoints import build_model, load_checkpoint
+from painter.data.images import psnr
 from painter.errors import PainterError
 from painter.serving.pipeline import Painter
 from painter.text import TextTokenizer
 from painter.training.data import read_examples
 from painter.training.gpt_trainer import encode_images, mean_loss
-from painter.data.images import psnr
 
 
 def small(images: torch.Tensor, size: int = 32) -> torch.Tensor:

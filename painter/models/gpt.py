@@ -226,7 +226,6 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x[:, -1]))
 
 
-
 def fuse_qkv(module: nn.Module) -> nn.Module:
     """Fuse every attention layer inside ``module`` (a GPT or one of its blocks) for inference (see
     CausalSelfAttention.fuse_qkv); fused layers keep no query/key/value weights, so they cannot be saved in the
