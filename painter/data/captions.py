@@ -1,0 +1,97 @@
+"""Chinese captions for the bundled data set, several per picture, as people phrase prompts.
+
+A caption mixes the subject (its CLDR name, or one of its specific CLDR keywords), a measure word that fits
+it (一只猫, 一朵花, 一杯茶), light templates (…的图片) and the style or domain word (3D风格, 白底商品图, 水墨画, …).
+Captions without a style word teach the model to pick a style itself, which gives different pictures for
+different seeds. The paraphrase templates are used only for evaluation: none of them appears in training.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from painter.data.emoji_styles import Subject
+
+MEASURES = (  # (subgroup prefix or name fragment, measure word); the first match wins
+    ("鱼", "一条"), ("蛇", "一条"), ("树", "一棵"), ("鞋", "一双"), ("靴", "一双"), ("袜", "一双"), ("手套", "一副"),
+    ("animal-", "一只"), ("plant-flower", "一朵"), ("plant-other", "一株"), ("drink", "一杯"),
+    ("transport-ground", "一辆"), ("transport-water", "一艘"), ("transport-air", "一架"), ("clothing", "一件"),
+    ("person", "一个"), ("place-", "一座"), ("face-", "一张"),
+)
+STYLE_TEMPLATES = ("{style}的{name}", "{name}，{style}", "{measure}{style}的{name}")
+PLAIN_TEMPLATES = ("{name}", "{measure}{name}", "{name}的图片", "{keyword}")
+DOMAIN_WORDS = {
+    "product": ("白底商品图", ("{name}，白底商品图", "白底商品图：{measure}{name}", "{name}的商品图", "电商产品图，{name}")),
+    "scenery": ("风景", ("{name}的风景", "风景：{name}", "有{name}的风景画", "美丽的{name}风景")),
+    "ink": ("水墨画", ("{name}，水墨画", "水墨{name}", "国画：{measure}{name}", "{measure}{name}的水墨画")),
+    "calligraphy": ("书法", ("{name}字书法", "书法：{name}", "毛笔字「{name}」", "{name}，书法作品")),
+    "photo": ("风景", ("{name}", "风景照片：{name}", "{name}，风景")),
+}
+PARAPHRASES = ("画{measure}{name}", "请画一张{name}", "我想要{measure}{name}", "来一张{name}的插图",
+               "帮我画{name}，{style}", "{style}插画：{name}")
+
+
+def measure_word(subject: Subject) -> str:
+    for fragment, word in MEASURES:
+        if fragment in subject.name or subject.subgroup.startswith(fragment):
+            return word
+    return "一个"
+
+
+def specific_keywords(subjects: dict[str, Subject], most: int = 3) -> dict[str, tuple[str, ...]]:
+    """Each subject's keywords that name at most ``most`` subjects (苹果, not 食物), so that a keyword is a
+    fair prompt for the subject; a keyword equal to another subject's name is left to that subject."""
+    counts: dict[str, int] = {}
+    for s in subjects.values():
+        for k in set(s.keywords):
+            counts[k] = counts.get(k, 0) + 1
+    names = {s.name for s in subjects.values()}
+    return {key: tuple(k for k in s.keywords if counts[k] <= most and k not in names and len(k) >= 1)
+            for key, s in subjects.items()}
+
+
+@dataclass(frozen=True)
+class CaptionParts:
+    name: str
+    measure: str = "一个"
+    keywords: tuple[str, ...] = ()
+    style: str = ""  # the emoji style word, or "" for a domain picture
+
+
+def _fill(template: str, parts: CaptionParts, rng: random.Random) -> str:
+    keyword = rng.choice(parts.keywords) if parts.keywords else parts.name
+    return template.format(name=parts.name, measure=parts.measure, style=parts.style, keyword=keyword)
+
+
+def emoji_captions(parts: CaptionParts, count: int, seed: str) -> list[str]:
+    """``count`` distinct captions for an emoji picture: at least one with its style word and one without."""
+    rng = random.Random(seed)
+    templates = [rng.choice(STYLE_TEMPLATES), rng.choice(PLAIN_TEMPLATES[:3])]
+    pool = [t for t in STYLE_TEMPLATES + PLAIN_TEMPLATES if t not in templates]
+    if not parts.keywords:
+        pool.remove("{keyword}")
+    templates += rng.sample(pool, min(len(pool), count - 2))
+    return _distinct([_fill(t, parts, rng) for t in templates])[:count]
+
+
+def domain_captions(domain: str, parts: CaptionParts, count: int, seed: str) -> list[str]:
+    """``count`` captions for a product shot, scene, ink painting, calligraphy or photo; all but at most
+    one carry the domain word, so the preset's template reaches the domain."""
+    rng = random.Random(seed)
+    templates = list(DOMAIN_WORDS[domain][1])
+    rng.shuffle(templates)
+    return _distinct([_fill(t, parts, rng) for t in templates])[:count]
+
+
+def paraphrase(parts: CaptionParts, seed: str) -> str:
+    """A prompt in words no training caption uses, for the paraphrase evaluation."""
+    rng = random.Random(seed)
+    return _fill(rng.choice(PARAPHRASES), parts, rng)
+
+
+def _distinct(captions: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for c in captions:
+        seen.setdefault(c.strip("，"), None)
+    return list(seen)

@@ -1,0 +1,65 @@
+"""Checking a rebuilt data set against the committed manifest of the one the shipped models learned from.
+
+Ids, subjects, styles, splits and captions must match exactly: they come from pinned packages and this
+code. PNG bytes may differ by a few grey levels under another Pillow or resvg version, so a differing
+picture hash is reported (with the count) but does not stop the recipe.
+
+``python -m painter.data.manifest check COMMITTED REBUILT``
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from painter.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read_manifest(path: Path) -> dict[str, list[str]]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read manifest {path}: {exc.strerror or exc}") from exc
+    header = lines[0].split("\t") if lines else []
+    if header[:1] != ["id"]:
+        raise DataError(f"{path} is not a data manifest (no 'id' header)")
+    return {cols[0]: cols[1:] for cols in (line.split("\t") for line in lines[1:] if line)}
+
+
+def compare(committed: Path, rebuilt: Path) -> int:
+    """Raise DataError when the data sets differ in anything but PNG bytes; return how many PNGs differ."""
+    old, new = read_manifest(committed), read_manifest(rebuilt)
+    if old.keys() != new.keys():
+        missing, extra = sorted(old.keys() - new.keys()), sorted(new.keys() - old.keys())
+        raise DataError(f"{rebuilt} has other pictures than {committed}: {len(missing)} missing "
+                        f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})")
+    changed = [k for k in old if old[k][:3] + old[k][4:] != new[k][:3] + new[k][4:]]
+    if changed:
+        raise DataError(f"{len(changed)} pictures have other subjects, styles, splits or captions than in "
+                        f"{committed}, e.g. {changed[0]}: {old[changed[0]]} vs {new[changed[0]]}")
+    pixels = sum(old[k][3] != new[k][3] for k in old)
+    if pixels:
+        log.warning("%d of %d pictures differ in their PNG bytes from %s (another Pillow or resvg version?)",
+                    pixels, len(old), committed)
+    return pixels
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if len(argv) != 3 or argv[0] != "check":
+        print("usage: python -m painter.data.manifest check COMMITTED REBUILT", file=sys.stderr)
+        return 2
+    try:
+        differ = compare(Path(argv[1]), Path(argv[2]))
+    except DataError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("data set matches %s (%d PNGs differ in bytes)", argv[1], differ)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

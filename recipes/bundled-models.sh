@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, evaluation,
+# shipping. Run it again after an interruption anywhere and it continues:
+#  - a stage whose output is committed (recipes/bundled/manifest.tsv, assets/models/bundled-*) is skipped;
+#  - a training stage resumes from its last checkpoint in $RUNS (or starts again on a new machine).
+# The data set is rebuilt when data/bundled is missing (about 15 minutes) and checked against the committed
+# manifest. Stage times on the project's 2-core CPU are in recipes/bundled/times.md and the model cards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+RUNS=${RUNS:-runs}
+DATA=data/bundled
+OUT=assets/models
+EPOCHS_VQGAN=${EPOCHS_VQGAN:-5}
+mkdir -p "$RUNS" recipes/bundled
+
+stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a recipes/bundled/times.log; }
+
+# 1. Data: the pictures are drawn from pinned packages; the manifest (ids, captions, PNG hashes) is committed.
+if [[ ! -s $DATA/train.tsv ]]; then
+  stamp "data: start"
+  $PY -m painter data bundled --output "$DATA"
+  stamp "data: done"
+fi
+if [[ -s recipes/bundled/manifest.tsv ]]; then
+  $PY -m painter.data.manifest check recipes/bundled/manifest.tsv "$DATA/manifest.tsv"
+else
+  cp "$DATA/manifest.tsv" "$DATA/ATTRIBUTION.md" recipes/bundled/
+fi
+
+# 2. The shared VQGAN: 128x128 pictures, 16x16 codes (f8), trained on 64-pixel crops.
+if [[ ! -s $OUT/bundled-vqgan/vqgan.safetensors ]]; then
+  stamp "vqgan: start"
+  $PY -m painter -q train-vqgan --train "$DATA/train.tsv" --valid "$DATA/valid.tsv" --output "$RUNS/bundled-vqgan" \
+    --config f8 --crop 64 --epochs "$EPOCHS_VQGAN" --batch-size 16 --lr 4e-4 --warmup-steps 100 \
+    --save-every 100 --eval-every 500 --resume
+  $PY -m painter convert "$RUNS/bundled-vqgan/vqgan" "$OUT/bundled-vqgan" --dtype fp16
+  stamp "vqgan: done"
+fi
