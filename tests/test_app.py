@@ -1,5 +1,6 @@
 """The studio served for real on a free port, driven through gradio_client."""
 
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +118,8 @@ def test_compare_returns_two_streamed_images(server):
     assert len(updates) >= 3
     img_a, info_a, img_b, info_b = updates[-1]
     assert Image.open(img_a).size == Image.open(img_b).size == (256, 256)
-    assert "tiny · 16 / 16" in info_a and "tiny3 · 16 / 16" in info_b and "tokens/s · int8" in info_b
+    assert "tiny · 16 / 16" in info_a and "tiny3 · 16 / 16" in info_b
+    assert re.search(r"tokens/s · (int8|bf16|fp32)$", info_b), "the mode auto chose for this model on this CPU"
     assert not np.array_equal(np.asarray(Image.open(img_a)), np.asarray(Image.open(img_b)))
 
 

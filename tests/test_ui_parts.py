@@ -1,4 +1,5 @@
 import json
+import shutil
 
 from PIL import Image
 
@@ -15,6 +16,60 @@ def test_bundled_presets_load_and_name_their_models():
     assert list(styles)[0] == "plain" and styles["ecommerce"].name_zh == "电商"
     assert styles["painting"].apply(" 远山 ") == "远山，国画"
     assert "宽松T恤" in styles["ecommerce"].examples
+
+
+def test_every_presets_fallback_parses_and_names_an_installed_model():
+    from painter import hub
+
+    styles = {s.id: s for s in load_styles(ROOT / "styles")}
+    installed = hub.installed()
+    for sid in ("ecommerce", "scenery", "painting"):
+        fallback = styles[sid].fallback
+        assert fallback is not None and fallback.model in installed, f"{sid} falls back to a bundled model"
+        assert fallback.template != "{prompt}" and len(fallback.examples) >= 4
+        assert not set(fallback.examples) & set(styles[sid].examples), "the bundled model's own examples"
+    assert "白底商品图" in styles["ecommerce"].fallback.template
+    assert "风景" in styles["scenery"].fallback.template and "水墨画" in styles["painting"].fallback.template
+
+
+def test_a_bad_fallback_skips_the_preset(tmp_path, caplog):
+    name = {"zh": "坏", "en": "Bad"}
+    cases = {"no-model": {"template": "{prompt}"}, "bad-template": {"model": "m", "template": "商品图"},
+             "bad-examples": {"model": "m", "examples": ["", 3]}, "unknown-key": {"model": "m", "top_k": 3},
+             "not-object": "demo-large"}
+    for case, fallback in cases.items():
+        (tmp_path / f"{case}.json").write_text(json.dumps({"name": name, "fallback": fallback}), encoding="utf-8")
+    assert load_styles(tmp_path)[0].id == "plain" and len(load_styles(tmp_path)) == 1
+    for case in cases:
+        assert f"{case}.json skipped" in caplog.text and "fallback" in caplog.text
+
+
+def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(easynlp_dir, tmp_path):
+    """电商 without its pai-painter model paints with demo-large, the fallback's template and demo-large's own
+    sampling (not the preset's top-k 100 / temperature 1.0, which give colour noise there)."""
+    from painter.ui.app import AUTO, Studio
+    from painter.ui.models import ModelManager
+
+    studio = Studio(ModelManager(device="cpu", precision="fp32"), load_styles(ROOT / "styles"))
+    plan = studio.plan("ecommerce", AUTO)
+    assert plan.model == "demo-large" and plan.template == "{prompt}，白底商品图"
+    assert (plan.sampling.top_k, plan.sampling.temperature) == (10, 0.2)
+    assert "pai-painter-commercial-base-zh" in plan.note and "demo-large" in plan.note
+    assert plan.examples == studio.styles["ecommerce"].fallback.examples
+    chosen = studio.plan("painting", "demo-base")  # the user picks the other bundled model: its own preset words
+    assert chosen.template == "{prompt}，国画" and chosen.sampling.top_k == 100
+    assert studio.plan("emoji", AUTO).template == "扁平风格的{prompt}"
+
+    # what is painted is the fallback's prompt, with the model's settings
+    *_, (paths, status, _, params) = studio.paint("T恤", "ecommerce", AUTO, None, None, None, None, 0, 1, 0)
+    assert (params["model"], params["top_k"], params["temperature"]) == ("demo-large", 10, 0.2)
+    assert "painting with demo-large" in status
+
+    # a general pai-painter model, when installed, paints the domain instead of the fallback
+    general = shutil.copytree(easynlp_dir, tmp_path / "pai-painter-large-zh")
+    studio = Studio(ModelManager(extra=[str(general)], device="cpu", precision="fp32"), load_styles(ROOT / "styles"))
+    plan = studio.plan("ecommerce", AUTO)
+    assert plan.model == "pai-painter-large-zh" and plan.template == "{prompt}" and plan.sampling.top_k == 100
 
 
 def test_a_broken_preset_is_skipped_and_the_rest_load(tmp_path, caplog):

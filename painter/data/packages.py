@@ -70,7 +70,7 @@ def fetch(package: Package, cache: Path | None = None) -> Path:
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
-            command = _download_command(package, Path(tmp) / "x")
+            command = _download_command(package, Path(tmp))
             log.info("fetching %s %s from the %s registry", package.name, package.version, package.registry)
             try:
                 done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=600)

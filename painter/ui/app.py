@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -24,7 +25,7 @@ from painter.precision import INFERENCE_MODES
 from painter.sampling import DEFAULT_TOP_K, MAX_SEED, SamplingConfig, resolve_seed
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
-from painter.ui.styles import StylePreset, load_styles
+from painter.ui.styles import StylePreset, apply_template, load_styles
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,17 @@ def prompt_notes(tokens, text_len: int) -> list[str]:
     return notes
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a style is painted with the models at hand."""
+
+    model: str
+    template: str
+    note: str  # one line for the user when the style's own model is missing
+    sampling: SamplingConfig
+    examples: tuple[str, ...]
+
+
 class Studio:
     """The functions behind the UI (plain Python, so they are testable without a browser)."""
 
@@ -71,35 +83,57 @@ class Studio:
 
     # -- choices ------------------------------------------------------------------------------------------
 
-    def model_for(self, style_id: str, choice: str) -> tuple[str, str]:
-        """(model name, one-line note for the user) for a style and a model choice."""
-        style = self.styles.get(style_id) or next(iter(self.styles.values()))
+    def _style(self, style_id: str) -> StylePreset:
+        return self.styles.get(style_id) or next(iter(self.styles.values()))
+
+    def plan(self, style_id: str, choice: str) -> Plan:
+        """How to paint a style with the chosen model ("auto": the style's own model, else an installed
+        general pai-painter model, else the bundled model its fallback names, else the best installed one)."""
+        style = self._style(style_id)
+        names = self.manager.names
+        fallback = style.fallback if style.fallback and style.fallback.model in names else None
         if choice and choice != AUTO:
-            name, preferred = self.manager.entry(choice).name, style.model in self.manager.names
+            name = self.manager.entry(choice).name
         else:
             name, preferred = self.manager.best_for(style.model)
-        if preferred or not style.model:
-            return name, ""
-        return name, (f"「{style.name_zh}」风格的模型 `{style.model}` 未安装，获取方法：`painter download {style.model}`。"
-                      f"现在用 **{name}** 作画。 (The preset's model is not installed; painting with {name}.)")
+            if not preferred and fallback and self.manager.entry(name).family != "pai-painter":
+                name = fallback.model  # a general pai-painter model paints the domain better than the fallback
+        try:
+            recommended = self.manager.entry(name).sampling
+        except PainterError:  # a model that failed to load: the reference's settings
+            recommended = {}
+        model_settings = SamplingConfig(top_k=DEFAULT_TOP_K).updated(**recommended)
+        if fallback and name == fallback.model and name != style.model:
+            # the domain as the bundled model knows it, with that model's own settings
+            template, sampling, examples = fallback.template, model_settings, fallback.examples or style.examples
+        else:
+            template, sampling, examples = style.template, model_settings.updated(**style.sampling), style.examples
+        note = ""
+        if style.model and style.model not in names:
+            note = (f"「{style.name_zh}」风格的模型 `{style.model}` 未安装，获取方法：`painter download {style.model}`。"
+                    f"现在用 **{name}** 作画。 (The preset's model is not installed; painting with {name}.)")
+        return Plan(name, template, note, sampling, examples or tuple(EMOJI_EXAMPLES))
+
+    def model_for(self, style_id: str, choice: str) -> tuple[str, str]:
+        """(model name, one-line note for the user) for a style and a model choice."""
+        plan = self.plan(style_id, choice)
+        return plan.model, plan.note
 
     def settings_for(self, style_id: str, choice: str) -> SamplingConfig:
-        """The style's sampling settings, else the model's recommended ones, else the reference's."""
-        style = self.styles.get(style_id) or next(iter(self.styles.values()))
+        """The style's sampling settings over the model's recommended ones over the reference's (a fallback:
+        the model's own); the reference's when no model is installed."""
         try:
-            recommended = self.manager.entry(self.model_for(style_id, choice)[0]).sampling
-        except PainterError:  # no model installed: the reference's
-            recommended = {}
-        return SamplingConfig(top_k=DEFAULT_TOP_K).updated(**recommended).updated(**style.sampling)
+            return self.plan(style_id, choice).sampling
+        except PainterError:
+            return SamplingConfig(top_k=DEFAULT_TOP_K).updated(**self._style(style_id).sampling)
 
     def style_changed(self, style_id: str, choice: str):
-        """A new style or model: its note, sampling settings (``settings_for``) and the style's examples."""
-        style = self.styles[style_id]
-        note = self.model_for(style_id, choice)[1]
-        s = self.settings_for(style_id, choice)
-        return (note, gr.update(value=s.top_k), gr.update(value=s.top_p),
+        """A new style or model: its note, sampling settings (``settings_for``) and the examples it paints."""
+        plan = self.plan(style_id, choice)
+        s = plan.sampling
+        return (plan.note, gr.update(value=s.top_k), gr.update(value=s.top_p),
                 gr.update(value=s.temperature), gr.update(value=s.guidance_scale),
-                gr.update(samples=[[e] for e in style.examples] or [[e] for e in EMOJI_EXAMPLES]))
+                gr.update(samples=[[e] for e in plan.examples]))
 
     def guidance_allowed(self, style_id: str, choice: str):
         try:
@@ -134,13 +168,14 @@ class Studio:
         """Yield (images, status line, seed used, params) while painting; the last yield has the PNG paths."""
         values = self._check(prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every)
         try:
-            name, note = self.model_for(style_id, model_choice)
+            plan = self.plan(style_id, model_choice)
+            name, note = plan.model, plan.note
             painter = self.manager.get(name)
-            style = self.styles.get(style_id) or next(iter(self.styles.values()))
+            style = self._style(style_id)
             used_seed = resolve_seed(values["seed"])
             sampling = painter.sampling(values["top_k"], values["top_p"], values["temperature"],
                                         values["guidance_scale"])
-            frames = painter.stream(style.apply(prompt), seed=used_seed, num_images=values["num_images"],
+            frames = painter.stream(apply_template(plan.template, prompt), seed=used_seed, num_images=values["num_images"],
                                     top_k=sampling.top_k, top_p=sampling.top_p, temperature=sampling.temperature,
                                     preview_every=values["preview_every"], guidance_scale=sampling.guidance_scale)
             notes = None
@@ -269,7 +304,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     preview_every = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every N tokens")
                     restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"])
                     restore_msg = gr.Markdown("")
-            examples = gr.Dataset(components=[prompt], samples=[[e] for e in first_style.examples or EMOJI_EXAMPLES],
+            examples = gr.Dataset(components=[prompt], samples=[[e] for e in studio.plan(first_style.id, AUTO).examples],
                                   label="示例 Examples")
             gr.Examples([[e] for e in ARTICLE_EXAMPLES], inputs=[prompt], label="文章中的例子 From the article")
 

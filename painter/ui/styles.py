@@ -3,6 +3,12 @@
 A preset names itself in Chinese and English, says which model suits it, wraps the prompt in a template
 ("{prompt}" plus optional words before and after) and brings sampling defaults and example prompts. A file
 with errors is skipped with a logged message; the studio still starts.
+
+A preset whose model may be missing (the pai-painter domain models, which an offline machine or a Space
+without downloads lacks) says how to paint its domain with a bundled model instead: its ``fallback`` names
+that model, a template with the words that model knows for the domain (白底商品图, 风景, 水墨画) and example
+prompts it paints. The fallback paints with that model's own recommended sampling, not with the settings
+tuned for the missing model.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Fallback:
+    model: str
+    template: str = "{prompt}"
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StylePreset:
     id: str
     name_zh: str
@@ -28,13 +41,43 @@ class StylePreset:
     template: str = "{prompt}"
     sampling: dict = field(default_factory=dict)
     examples: tuple[str, ...] = ()
+    fallback: Fallback | None = None
 
     @property
     def label(self) -> str:
         return f"{self.name_zh} · {self.name_en}"
 
     def apply(self, prompt: str) -> str:
-        return self.template.replace("{prompt}", prompt.strip())
+        return apply_template(self.template, prompt)
+
+
+def apply_template(template: str, prompt: str) -> str:
+    return template.replace("{prompt}", prompt.strip())
+
+
+def _template(data: dict, where: str) -> str:
+    template = data.get("template", "{prompt}")
+    if not isinstance(template, str) or "{prompt}" not in template:
+        raise ValueError(f'{where}"template" must be a string containing {{prompt}}')
+    return template
+
+
+def _examples(data: dict, where: str) -> tuple[str, ...]:
+    examples = data.get("examples", [])
+    if not isinstance(examples, list) or not all(isinstance(e, str) and e.strip() for e in examples):
+        raise ValueError(f'{where}"examples" must be a list of prompts')
+    return tuple(examples)
+
+
+def _fallback(data) -> Fallback | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
+        raise ValueError('"fallback" must be an object naming a "model"')
+    unknown = set(data) - {"model", "template", "examples"}
+    if unknown:
+        raise ValueError(f'"fallback" has unknown keys {sorted(unknown)} (model, template, examples)')
+    return Fallback(data["model"], _template(data, "fallback "), _examples(data, "fallback "))
 
 
 def parse_preset(data: dict, source: str) -> StylePreset:
@@ -43,16 +86,11 @@ def parse_preset(data: dict, source: str) -> StylePreset:
     name = data.get("name")
     if not isinstance(name, dict) or not name.get("zh") or not name.get("en"):
         raise ValueError('needs "name": {"zh": ..., "en": ...}')
-    template = data.get("template", "{prompt}")
-    if not isinstance(template, str) or "{prompt}" not in template:
-        raise ValueError('"template" must be a string containing {prompt}')
     sampling = sampling_settings(data.get("sampling", {}))
-    examples = data.get("examples", [])
-    if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
-        raise ValueError('"examples" must be a list of strings')
     return StylePreset(id=str(data.get("id") or Path(source).stem), name_zh=name["zh"], name_en=name["en"],
-                       description=str(data.get("description", "")), model=data.get("model"), template=template,
-                       sampling=sampling, examples=tuple(examples))
+                       description=str(data.get("description", "")), model=data.get("model"),
+                       template=_template(data, ""), sampling=sampling, examples=_examples(data, ""),
+                       fallback=_fallback(data.get("fallback")))
 
 
 def load_styles(folder: str | Path) -> list[StylePreset]:
