@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from painter.checkpoints import build_model, load_checkpoint
 from painter.data.images import psnr
@@ -47,47 +49,124 @@ def validation_metrics(model_dir: Path, valid: Path) -> dict[str, float]:
     return {"valid_loss": loss, "vqgan_psnr": psnr(recon, examples.images)}
 
 
-def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
-                guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
-                temperature: float | None = None, pool: Path | None = None) -> float:
-    """R@1 of captions from ``data``; the other candidates come from ``data`` and ``pool`` (distinct images)."""
+def style_of(row_id: str) -> str:
+    """The style a row id names (the bundled data set's ids are STYLE/SUBJECT/N); '' for other ids."""
+    return row_id.split("/", 1)[0] if "/" in row_id else ""
+
+
+def grey_rms(a: Image.Image, b: Image.Image) -> float:
+    """RMS difference of two pictures in grey levels (0-255)."""
+    x, y = (np.asarray(im.convert("L"), dtype=np.float32) for im in (a, b))
+    return float(np.sqrt(np.mean((x - y) ** 2)))
+
+
+@dataclass
+class Retrieval:
+    """What a model painted for N captions with several seeds, and whether each picture retrieved its
+    caption's true image among the candidates."""
+
+    hits: list[list[bool]]  # [caption][seed]
+    pictures: list[list[Image.Image]]  # [caption][seed]
+
+    @property
+    def r_at_1(self) -> float:
+        """R@1 with the first seed."""
+        return sum(h[0] for h in self.hits) / len(self.hits)
+
+    def per_seed(self) -> list[float]:
+        return [sum(h[s] for h in self.hits) / len(self.hits) for s in range(len(self.hits[0]))]
+
+    def variety(self, threshold: float = 8.0) -> float | None:
+        """Among captions with at least two correct pictures, the share where two of them differ by more
+        than ``threshold`` grey levels RMS (None when no caption has two)."""
+        varied = []
+        for hits, pictures in zip(self.hits, self.pictures):
+            right = [p for h, p in zip(hits, pictures) if h]
+            if len(right) >= 2:
+                varied.append(any(grey_rms(a, b) > threshold for i, a in enumerate(right) for b in right[i + 1:]))
+        return sum(varied) / len(varied) if varied else None
+
+    def summary(self, name: str) -> dict[str, float | list[float] | None]:
+        out: dict[str, float | list[float] | None] = {name: self.r_at_1}
+        if len(self.hits[0]) > 1:
+            out[f"{name}_per_seed"] = self.per_seed()
+            out[f"{name}_variety"] = self.variety()
+        return out
+
+
+def retrieval(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
+              seeds: int = 1, guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
+              temperature: float | None = None, pool: Path | None = None, same_style: bool = False) -> Retrieval:
+    """Paint captions from ``data`` with seeds ``seed`` .. ``seed + seeds - 1`` and look each picture up
+    among its true image and ``candidates - 1`` others from ``data`` and ``pool`` (distinct images; with
+    ``same_style`` only images whose row ids name the caption's style)."""
     examples = read_examples(data, painter.config.vqgan.resolution)
     images, hashes = examples.images, list(examples.image_hashes)
+    styles = [""] * len(hashes)
+    for row, image in enumerate(examples.image_of_row):
+        styles[image] = style_of(examples.ids[row])
     if pool:
         extra = read_examples(pool, painter.config.vqgan.resolution)
-        keep = [i for i, h in enumerate(extra.image_hashes) if h not in set(hashes)]
-        images = torch.cat([images, extra.images[keep]])
-    n_images = len(images)
-    if n_images < candidates:
-        raise PainterError(f"{data} has {n_images} distinct images; R@1 needs at least {candidates}")
+        known = set(hashes)
+        keep = {}
+        for row, image in enumerate(extra.image_of_row):
+            if extra.image_hashes[image] not in known and image not in keep:
+                keep[image] = style_of(extra.ids[row])
+        images = torch.cat([images, extra.images[list(keep)]])
+        styles += list(keep.values())
+    if len(images) < candidates:
+        raise PainterError(f"{data} has {len(images)} distinct images; R@1 needs at least {candidates}")
     rng = random.Random(seed)
     rows = rng.sample(range(len(examples.texts)), min(captions, len(examples.texts)))
     targets = small(images)
-    generated = painter.generate([examples.texts[r] for r in rows], seed=seed, batch_size=batch_size,
-                                 guidance_scale=guidance_scale, top_k=top_k, temperature=temperature)
-    hits = 0
-    for r, images in zip(rows, generated):
+    texts = [examples.texts[r] for r in rows]
+    painted = [[pictures[0] for pictures in painter.generate(texts, seed=seed + s, batch_size=batch_size,
+                                                             guidance_scale=guidance_scale, top_k=top_k,
+                                                             temperature=temperature)]
+               for s in range(seeds)]
+    hits, pictures = [], []
+    for n, r in enumerate(rows):
         truth = examples.image_of_row[r]
-        others = rng.sample([i for i in range(n_images) if i != truth], candidates - 1)
-        pool = targets[[truth] + others]
-        distances = (pool - small(pil_to_tensor(images[0])[None])).pow(2).sum(1)
-        hits += int(distances.argmin().item() == 0)
-    return hits / len(rows)
+        style = styles[truth] if same_style else None
+        others = [i for i in range(len(images)) if i != truth and (style is None or styles[i] == style)]
+        pool_ids = [truth] + rng.sample(others, min(candidates - 1, len(others)))
+        found = []
+        for s in range(seeds):
+            distances = (targets[pool_ids] - small(pil_to_tensor(painted[s][n])[None])).pow(2).sum(1)
+            found.append(distances.argmin().item() == 0)
+        hits.append(found)
+        pictures.append([painted[s][n] for s in range(seeds)])
+    return Retrieval(hits, pictures)
+
+
+def r_precision(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
+                guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
+                temperature: float | None = None, pool: Path | None = None) -> float:
+    """R@1 of captions from ``data`` with one seed; the other candidates come from ``data`` and ``pool``."""
+    return retrieval(painter, data, captions, candidates, seed, 1, guidance_scale, batch_size, top_k, temperature,
+                     pool).r_at_1
 
 
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,
              candidates: int = 100, seed: int = 0, guidance_scale: float | None = None, top_k: int | None = None,
-             temperature: float | None = None) -> dict[str, float]:
+             temperature: float | None = None, seeds: int = 1, heldout: Path | None = None,
+             paraphrase: Path | None = None) -> dict:
+    """Validation loss and VQGAN PSNR on ``valid``; R@1 of training captions (``captions_from``), of
+    ``valid``'s captions, of held-out (subject, style) pairs against candidates of their own style
+    (``heldout``) and of paraphrased prompts (``paraphrase``), with ``seeds`` seeds each."""
     from painter import hub
 
     model_dir = hub.resolve(model)
-    result = validation_metrics(model_dir, valid)
+    result: dict = validation_metrics(model_dir, valid)
     painter = Painter.from_pretrained(model_dir, device="cpu")
-    sources = [(captions_from, None), (valid, captions_from)] if captions_from else [(valid, None)]
-    for source, pool in sources:
-        result[f"r_at_1_{source.stem}"] = r_precision(painter, source, captions, candidates, seed, guidance_scale,
-                                                      top_k=top_k, temperature=temperature, pool=pool)
+    sources = [(captions_from, None, False), (valid, captions_from, False)] if captions_from else [(valid, None, False)]
+    sources += [(path, captions_from, same) for path, same in ((heldout, True), (paraphrase, False)) if path]
+    for source, pool, same_style in sources:
+        found = retrieval(painter, source, captions, candidates, seed, seeds, guidance_scale, top_k=top_k,
+                          temperature=temperature, pool=pool, same_style=same_style)
+        result.update(found.summary(f"r_at_1_{source.stem}"))
     used = painter.sampling(top_k, temperature=temperature, guidance_scale=guidance_scale)
-    result.update({"captions": captions, "candidates": candidates, "seed": seed, "guidance_scale": used.guidance_scale,
-                   "top_k": used.top_k, "temperature": used.temperature, "precision": painter.precision})
+    result.update({"captions": captions, "candidates": candidates, "seed": seed, "seeds": seeds,
+                   "guidance_scale": used.guidance_scale, "top_k": used.top_k, "temperature": used.temperature,
+                   "precision": painter.precision})
     return result

@@ -37,3 +37,28 @@ if [[ ! -s $OUT/bundled-vqgan/vqgan.safetensors ]]; then
   $PY -m painter convert "$RUNS/bundled-vqgan/vqgan" "$OUT/bundled-vqgan" --dtype fp16
   stamp "vqgan: done"
 fi
+
+# 3. The two GPTs side by side, one core each; when base is done, large goes on with both cores (it saves a
+#    checkpoint on SIGTERM and resumes exactly).
+VQGAN=$RUNS/bundled-vqgan/vqgan
+[[ -s $VQGAN/vqgan.safetensors ]] || VQGAN=$OUT/bundled-vqgan  # another machine: the committed VQGAN
+EPOCHS_BASE=${EPOCHS_BASE:-1.5}
+EPOCHS_LARGE=${EPOCHS_LARGE:-1.5}
+train_gpt() {
+  OMP_NUM_THREADS=$3 $PY -m painter -q train --vqgan "$VQGAN" --size "$1" --train "$DATA/train.tsv" \
+    --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr 1e-3 --warmup-steps 200 \
+    --weight-decay 0.01 --caption-dropout 0.1 --save-every 100 --eval-every 500 --resume
+}
+if [[ ! -s $OUT/bundled-base/model.safetensors || ! -s $OUT/bundled-large/model.safetensors ]]; then
+  stamp "gpts: start"
+  train_gpt bundled-base "$EPOCHS_BASE" 1 &
+  base=$!
+  train_gpt bundled-large "$EPOCHS_LARGE" 1 &
+  large=$!
+  wait "$base"
+  stamp "gpts: base done"
+  kill -TERM "$large" 2>/dev/null || true
+  wait "$large" || true
+  train_gpt bundled-large "$EPOCHS_LARGE" 2
+  stamp "gpts: large done"
+fi

@@ -265,7 +265,7 @@ def test_emoji_data_set(tmp_path):
 def test_eval_reports_loss_and_psnr(easynlp_dir, tmp_path, capsys, monkeypatch):
     import painter.evaluation as evaluation
 
-    monkeypatch.setattr(evaluation, "r_precision", lambda *a, **k: 0.5)
+    monkeypatch.setattr(evaluation, "retrieval", lambda *a, **k: evaluation.Retrieval([[True], [False]], [[None], [None]]))
     data = synthetic_tsv(tmp_path / "train.tsv")
     assert main(["-q", "eval", "--model", str(easynlp_dir), "--valid", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -299,3 +299,48 @@ def test_r_precision_counts_true_images_found_nearest(tmp_path):
     assert r_precision(grey, data, captions=32, candidates=16) <= 0.1
     with pytest.raises(PainterError, match="at least 100"):
         r_precision(perfect, data)
+
+
+def styled_tsv(path: Path) -> tuple[Path, dict]:
+    """Two styles of ten subjects: style a a square of the subject's grey, style b one 12 levels lighter; row ids
+    STYLE/SUBJECT/N as in the bundled data set."""
+    rows, truth = [], {}
+    for style, offset in (("a", 0), ("b", 12)):
+        for n in range(10):
+            image = Image.new("RGB", (16, 16), (24 * n + offset,) * 3)
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            rows.append(f"{style}/s{n}/0\t{style}风格的物{n}\t{base64.b64encode(buf.getvalue()).decode()}\n")
+            truth[f"{style}风格的物{n}"] = image
+    path.write_text("".join(rows), encoding="utf-8")
+    return path, truth
+
+
+def test_retrieval_per_seed_variety_and_same_style_candidates(tmp_path):
+    from painter.evaluation import retrieval
+
+    data, truth = styled_tsv(tmp_path / "styled.tsv")
+
+    class Seeded(StandInPainter):
+        def generate(self, texts, seed=0, **kwargs):
+            return [[self.pictures(t, seed)] for t in texts]
+
+    def paint(text, seed):  # seed 0: the true picture; 1: 5 grey levels brighter (still nearest); 2: wrong
+        level = truth[text].getpixel((0, 0))[0]
+        return Image.new("RGB", (16, 16), ((level + 5 * (seed == 1)) if seed < 2 else 255 - level,) * 3)
+
+    found = retrieval(Seeded(paint), data, captions=20, candidates=20, seeds=3)
+    assert found.r_at_1 == 1.0 and found.per_seed()[:2] == [1.0, 1.0] and found.per_seed()[2] < 0.3
+    assert found.variety(threshold=4) == 1.0 and found.variety(threshold=6) == 0.0
+    summary = found.summary("r_at_1_x")
+    assert summary["r_at_1_x"] == 1.0 and len(summary["r_at_1_x_per_seed"]) == 3
+
+    # style b painted as the subject's style-a twin: found only when the candidates are style b's
+    def twin(text, seed):  # 3 levels from the style-a twin, 9 from the true picture
+        return Image.new("RGB", (16, 16), (truth[text.replace("b风格", "a风格")].getpixel((0, 0))[0] + 3,) * 3)
+
+    b_only = tmp_path / "b.tsv"
+    b_only.write_text("".join(l for l in data.read_text().splitlines(True) if l.startswith("b/")), encoding="utf-8")
+    mixed = retrieval(Seeded(twin), b_only, captions=10, candidates=20, pool=data)
+    same = retrieval(Seeded(twin), b_only, captions=10, candidates=20, pool=data, same_style=True)
+    assert mixed.r_at_1 <= 0.2 and same.r_at_1 >= 0.8

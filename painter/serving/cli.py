@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--valid", required=True, help="held-out TSV (idx, text, imgbase64)")
     p.add_argument("--captions-from", help="TSV whose captions R@1 paints (default: --valid)")
+    p.add_argument("--heldout", help="TSV of held-out (subject, style) pairs: R@1 against candidates of the same "
+                                     "style (row ids STYLE/...)")
+    p.add_argument("--paraphrase", help="TSV of training pictures with paraphrased prompts: their R@1")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="paint with seeds SEED..SEED+N-1: R@1 per seed and how often correct pictures differ")
     p.add_argument("--captions", type=int, default=200)
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -208,7 +213,9 @@ def _eval(args: argparse.Namespace) -> int:
     from painter.evaluation import evaluate
 
     result = evaluate(args.model, Path(args.valid), Path(args.captions_from) if args.captions_from else None,
-                      args.captions, args.candidates, args.seed, args.guidance_scale, args.top_k, args.temperature)
+                      args.captions, args.candidates, args.seed, args.guidance_scale, args.top_k, args.temperature,
+                      seeds=args.seeds, heldout=Path(args.heldout) if args.heldout else None,
+                      paraphrase=Path(args.paraphrase) if args.paraphrase else None)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Examples:
     texts: list[str]
+    ids: list[str]  # each row's idx (the bundled data set's are STYLE/SUBJECT/N)
     lines: list[int]  # line number of each text in its file
     image_of_row: list[int]  # index into ``images`` for each text
     images: torch.Tensor  # [N_unique, 3, R, R] in [-1, 1]
@@ -30,7 +31,7 @@ class Examples:
 
 def read_examples(path: str | Path, resolution: int) -> Examples:
     path = Path(path)
-    texts, lines, image_of_row, tensors, hashes, rejects = [], [], [], [], [], []
+    texts, ids, lines, image_of_row, tensors, hashes, rejects = [], [], [], [], [], [], []
     index_of: dict[str, int] = {}
     for row in tsv_rows(path, (3,), "idx<TAB>text<TAB>imgbase64"):
         if isinstance(row, RejectedRow):
@@ -51,6 +52,7 @@ def read_examples(path: str | Path, resolution: int) -> Examples:
             index_of[key] = len(hashes)
             hashes.append(key)
         texts.append(text)
+        ids.append(cols[0])
         lines.append(number)
         image_of_row.append(index_of[key])
     for file, line, reason in rejects[:20]:
@@ -59,7 +61,7 @@ def read_examples(path: str | Path, resolution: int) -> Examples:
         log.warning("... and %d more rows skipped", len(rejects) - 20)
     if not texts:
         raise DataError(f"{path} has no valid rows (idx<TAB>text<TAB>imgbase64); {len(rejects)} rejected")
-    return Examples(texts, lines, image_of_row, torch.stack(tensors), hashes, rejects)
+    return Examples(texts, ids, lines, image_of_row, torch.stack(tensors), hashes, rejects)
 
 
 def write_rejects(output: Path, rejects: list[tuple[str, int, str]]) -> None:

@@ -31,10 +31,13 @@ from painter.training.loop import Distributed, LoopConfig, RunError, claim_outpu
 
 log = logging.getLogger(__name__)
 
-# GPT sizes for models trained from scratch on a VQGAN (the bundled demo models).
+# GPT sizes for models trained from scratch on a VQGAN: the 64x64 demo pair (recipes/demo-models.sh) and the
+# 128x128 bundled pair (recipes/bundled-models.sh), sized so that both train in the recipe's time on 2 cores.
 SIZES = {
     "demo-base": dict(n_layer=4, n_head=4, n_embd=160),
     "demo-large": dict(n_layer=6, n_head=6, n_embd=192),
+    "bundled-base": dict(n_layer=6, n_head=6, n_embd=192),
+    "bundled-large": dict(n_layer=8, n_head=8, n_embd=256),
 }
 
 
