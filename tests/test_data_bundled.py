@@ -287,3 +287,20 @@ def test_manifest_check_tells_pixels_from_content(tmp_path):
         compare(tmp_path / "a.tsv", tmp_path / "c.tsv")
     with pytest.raises(DataError, match="1 missing"):
         compare(tmp_path / "a.tsv", tmp_path / "d.tsv")
+
+
+def test_atomic_files_get_the_umasks_mode_not_0600(tmp_path):
+    from painter.data.files import atomic_output
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "new.txt") as tmp:
+            tmp.write_text("x")
+        assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o644
+        (tmp_path / "kept.txt").write_text("old")
+        (tmp_path / "kept.txt").chmod(0o640)
+        with atomic_output(tmp_path / "kept.txt") as tmp:
+            tmp.write_text("new")
+        assert stat.S_IMODE((tmp_path / "kept.txt").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

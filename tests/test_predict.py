@@ -98,8 +98,62 @@ def test_output_of_another_job_is_not_touched(easynlp_dir, tmp_path, caplog):
     inp, out = write_input(tmp_path / "in.tsv", bad=False), tmp_path / "out.tsv"
     out.write_text("x\tsomething else\tAAAA\n", encoding="utf-8")
     assert predict(easynlp_dir, inp, out) == EXIT_ERROR
-    assert "another job" in caplog.text
+    assert "not this job's row" in caplog.text
     assert out.read_text(encoding="utf-8") == "x\tsomething else\tAAAA\n"
+
+
+@pytest.mark.parametrize("content", [b"notes\nlast line", b"hello", b"0\t\xe7\xba\xa2\xe8\x8b\xb9\xe6\x9e\x9c0\tnot an image\n",
+                                     b"0\t\xe7\xba\xa2\xe8\x8b\xb9\xe6\x9e\x9c0\tiVBORw0KGgo\n1\tsomething"])
+def test_a_file_that_is_not_this_jobs_output_is_left_byte_for_byte(easynlp_dir, tmp_path, caplog, content):
+    """Nothing is repaired or appended unless every line is proven to be this job's."""
+    inp, out = write_input(tmp_path / "in.tsv", bad=True), tmp_path / "notes.txt"
+    out.write_bytes(content)
+    assert predict(easynlp_dir, inp, out) == EXIT_ERROR
+    assert "not this job's" in caplog.text or "not a row of this job" in caplog.text
+    assert out.read_bytes() == content
+    assert not (tmp_path / "notes.txt.rejected").exists()
+
+
+def test_the_input_is_never_the_output(easynlp_dir, tmp_path, caplog):
+    inp = write_input(tmp_path / "same.tsv", bad=False)
+    before = inp.read_bytes()
+    assert predict(easynlp_dir, inp, inp) == EXIT_ERROR
+    assert "is the input file" in caplog.text and inp.read_bytes() == before
+
+
+def test_a_second_run_on_the_same_output_stops_at_once(easynlp_dir, tmp_path, caplog):
+    import fcntl
+
+    inp, out = write_input(tmp_path / "in.tsv", bad=False), tmp_path / "out.tsv"
+    with open(out, "a") as held:  # another run is writing it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        started = time.time()
+        assert predict(easynlp_dir, inp, out) == EXIT_ERROR
+        assert time.time() - started < 30
+    assert "another painter predict is writing" in caplog.text and out.read_bytes() == b""
+    assert predict(easynlp_dir, inp, out) == 0 and out.read_bytes().count(b"\n") == 4
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_idx(easynlp_dir, tmp_path):
+    inp, out = tmp_path / "in.tsv", tmp_path / "out.tsv"
+    inp.write_bytes(b"\xef\xbb\xbf" + "a1\t红苹果\n".encode())
+    assert predict(easynlp_dir, inp, out) == 0
+    assert out.read_text(encoding="utf-8").startswith("a1\t红苹果\tiVBOR")
+
+
+def test_rejects_that_cannot_be_written_give_a_clear_error(easynlp_dir, tmp_path, caplog, monkeypatch):
+    import errno
+
+    import painter.serving.predict as predict_module
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(predict_module, "atomic_output", read_only)
+    inp, out = write_input(tmp_path / "in.tsv", bad=True), tmp_path / "out.tsv"
+    assert predict(easynlp_dir, inp, out) == EXIT_ERROR
+    assert "cannot write the list of rejected rows" in caplog.text and "Read-only file system" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize("args,message", [

@@ -34,6 +34,8 @@ def tsv_rows(path: str | Path, columns: tuple[int, ...], layout: str) -> Iterato
     with fh:
         for number, raw in enumerate(fh, start=1):
             raw = raw.rstrip(b"\r\n")
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Windows editors) is no text
             if not raw.strip():
                 continue
             try:

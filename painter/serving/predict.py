@@ -7,12 +7,14 @@ only the rest. Since every image depends only on its prompt and seed, resuming c
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Iterator
 
 from tqdm import tqdm
 
@@ -42,58 +44,85 @@ def rejects_path(output: Path) -> Path:
     return output.with_name(output.name + ".rejected")
 
 
-def existing_rows(output: Path) -> list[tuple[str, str]]:
-    """(idx, text) of the complete rows already in ``output``; a torn last line is cut off the file."""
-    if not output.exists():
-        return []
-    data = output.read_bytes()
+PNG_BASE64 = b"iVBORw0KGgo"  # how the base64 of every PNG begins
+BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+Todo = list[tuple[PromptRow, TokenizedPrompt, int]]
+
+
+def _row_start(row: PromptRow) -> bytes:
+    return f"{row.idx}\t{row.text}\t".encode("utf-8")
+
+
+def _is_ours(line: bytes, row: PromptRow) -> bool:
+    """A complete output line for ``row``: its idx and text, then the base64 of a PNG."""
+    start = _row_start(row)
+    image = line[len(start):]
+    return line.startswith(start) and image.startswith(PNG_BASE64) and set(image) <= BASE64_CHARS
+
+
+def _is_torn(tail: bytes, row: PromptRow) -> bool:
+    """The beginning of an output line for ``row``, cut off by an interruption."""
+    start = _row_start(row)
+    if len(tail) <= len(start):
+        return start.startswith(tail)
+    image = tail[len(start):]
+    return tail.startswith(start) and set(image) <= BASE64_CHARS and PNG_BASE64.startswith(image[:len(PNG_BASE64)])
+
+
+def resume_point(output: Path, todo: Todo) -> int:
+    """How many rows of ``todo`` ``output`` already holds. Nothing is changed unless every line is proven to be
+    this job's (idx and text in input order, then a PNG); only then is a torn last line cut off."""
+    data = output.read_bytes() if output.exists() else b""
     end = data.rfind(b"\n") + 1
-    if end < len(data):
+    lines, tail = data[:end].splitlines(), data[end:]
+    if len(lines) + bool(tail) > len(todo):
+        raise DataError(f"{output} already holds {len(lines) + bool(tail)} lines, more than this input gives "
+                        f"({len(todo)}); it is not this job's output: choose another output file")
+    for number, (line, (row, _, _)) in enumerate(zip(lines, todo), start=1):
+        if not _is_ours(line, row):
+            shown = line[:60].decode("utf-8", "replace")
+            raise DataError(f"{output} line {number} ({shown!r}) is not this job's row for {row.idx!r} {row.text!r}; "
+                            "it is left as it is: choose another output file")
+    if tail:
+        if not _is_torn(tail, todo[len(lines)][0]):
+            raise DataError(f"{output} ends in {tail[:40].decode('utf-8', 'replace')!r}, which is not a row of this "
+                            "job; it is left as it is: choose another output file")
         log.warning("%s ends in a partly written line (from an interrupted run); removing it", output)
         with open(output, "rb+") as fh:
             fh.truncate(end)
-    rows = []
-    for number, raw in enumerate(data[:end].splitlines(), start=1):
-        cols = raw.decode("utf-8", "replace").split("\t")
-        if len(cols) != 3:
-            raise DataError(f"{output} line {number} is not an idx<TAB>text<TAB>image row; "
-                            "move the file away to start over")
-        rows.append((cols[0], cols[1]))
-    return rows
+    return len(lines)
 
 
-def plan(rows: Sequence[tuple[PromptRow, TokenizedPrompt]], num_images: int, done: list[tuple[str, str]],
-         output: Path) -> list[tuple[PromptRow, TokenizedPrompt, int]]:
-    """The (row, tokens, image index) still to paint, after checking ``done`` matches this input."""
-    todo = [(row, tokens, j) for row, tokens in rows for j in range(num_images)]
-    if len(done) > len(todo):
-        raise DataError(f"{output} already holds {len(done)} rows, more than this input gives ({len(todo)}); "
-                        "it belongs to another job: choose another output file")
-    for number, ((idx, text), (row, _, _)) in enumerate(zip(done, todo), start=1):
-        if (idx, text) != (row.idx, row.text):
-            raise DataError(f"{output} line {number} is for {idx!r} {text!r} but this input has {row.idx!r} "
-                            f"{row.text!r} there; it belongs to another job: choose another output file")
-    return todo[len(done):]
+@contextlib.contextmanager
+def locked_output(output: Path) -> Iterator[IO[str]]:
+    """The output opened for appending, locked against a second run on the same file (which stops at once)."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(output, "a", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot write output {output}: {exc.strerror or exc}") from exc
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"another painter predict is writing {output}; wait for it to finish, or choose "
+                            "another output file") from None
+        yield fh
 
 
 def write_rejects(output: Path, rejected: list[RejectedRow]) -> None:
     path = rejects_path(output)
-    if not rejected:
-        path.unlink(missing_ok=True)
-        return
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for r in rejected:
-                fh.write(f"{r.line}\t{r.reason}\t{r.raw.replace(chr(9), ' ')}\n")
-
-
-def check_writable(output: Path) -> None:
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "ab"):
-            pass
+        if not rejected:
+            path.unlink(missing_ok=True)
+            return
+        with atomic_output(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for r in rejected:
+                    fh.write(f"{r.line}\t{r.reason}\t{r.raw.replace(chr(9), ' ')}\n")
     except OSError as exc:
-        raise DataError(f"cannot write output {output}: {exc.strerror or exc}") from exc
+        raise DataError(f"cannot write the list of rejected rows {path}: {exc.strerror or exc}; the output's folder "
+                        "must be writable") from exc
 
 
 def predict(painter: Painter, input_path: str | Path, output_path: str | Path, seed: int = 0, num_images: int = 1,
@@ -107,7 +136,9 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
         log.warning("--seed -1 picked seed %d; pass --seed %d to resume this job with the same images", seed, seed)
     image_seeds(resolve_seed(seed), num_images)
     sampling = painter.sampling(top_k, top_p, temperature, guidance_scale)
-    check_writable(output)
+    input_path = Path(input_path)
+    if input_path.exists() and output.exists() and os.path.samefile(input_path, output):
+        raise DataError(f"{output} is the input file; choose another output file")
 
     good: list[tuple[PromptRow, TokenizedPrompt]] = []
     rejected: list[RejectedRow] = []
@@ -121,16 +152,17 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
             rejected.append(RejectedRow(row.line, str(exc), f"{row.idx}\t{row.text}"))
     for r in rejected:
         log.warning("%s line %d rejected: %s", input_path, r.line, r.reason)
-    write_rejects(output, rejected)
 
-    done = existing_rows(output)
-    todo = plan(good, num_images, done, output)
-    if done:
-        log.info("resuming: %d image row(s) already in %s, %d to go", len(done), output, len(todo))
-    bar = tqdm(total=len(todo) + len(done), initial=len(done), unit="img", disable=not progress, desc="painting")
-    written = 0
-    try:
-        with open(output, "a", encoding="utf-8") as fh:
+    with locked_output(output) as fh:
+        todo = [(row, tokens, j) for row, tokens in good for j in range(num_images)]
+        done = resume_point(output, todo)
+        todo = todo[done:]
+        write_rejects(output, rejected)
+        if done:
+            log.info("resuming: %d image row(s) already in %s, %d to go", done, output, len(todo))
+        bar = tqdm(total=len(todo) + done, initial=done, unit="img", disable=not progress, desc="painting")
+        written = 0
+        try:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
                 images = painter.paint([(tokens, seed + j) for _, tokens, j in chunk], sampling)
@@ -139,11 +171,11 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
                 os.fsync(fh.fileno())
                 written += len(chunk)
                 bar.update(len(chunk))
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise DataError(f"the disk is full while writing {output}; {len(done) + written} complete rows are "
-                            "kept: free some space and run the same command again to resume") from exc
-        raise
-    finally:
-        bar.close()
-    return PredictReport(written=written, skipped=len(done), rejected=rejected)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DataError(f"the disk is full while writing {output}; {done + written} complete rows are "
+                                "kept: free some space and run the same command again to resume") from exc
+            raise
+        finally:
+            bar.close()
+    return PredictReport(written=written, skipped=done, rejected=rejected)
