@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -99,6 +100,53 @@ def test_code_cache_is_reused(easynlp_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(gpt_trainer, "encode_images", no_vqgan)
     assert train(easynlp_dir, data, out, "--epochs", "1", "--overwrite") == 0
+
+
+def test_a_damaged_code_cache_is_rebuilt_with_a_warning(easynlp_dir, tmp_path, caplog):
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    out = tmp_path / "run"
+    assert train(easynlp_dir, data, out, "--epochs", "1") == 0
+    cache = next(out.glob("codes-*.pt"))
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[: len(whole) // 2])
+    assert train(easynlp_dir, data, out, "--epochs", "1", "--overwrite") == 0
+    assert "unreadable" in caplog.text and "encoding the images again" in caplog.text
+    assert cache.stat().st_size == len(whole)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--save-every", "0"], "--save-every must be at least 1"),
+    (["--epochs", "inf"], "positive finite"),
+    (["--epochs", "nan"], "positive finite"),
+    (["--lr", "-1"], "positive finite"),
+    (["--eval-every", "-5"], "must not be negative"),
+])
+def test_bad_loop_options_fail_at_once_with_a_message(easynlp_dir, tmp_path, caplog, args, message):
+    out = tmp_path / "run"
+    assert train(easynlp_dir, tmp_path / "never-read.tsv", out, *args) == EXIT_ERROR
+    assert message in caplog.text and not out.exists()
+
+
+def test_resume_with_another_model_is_refused_by_name(easynlp_dir, painter_dir, tmp_path, caplog):
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    out = tmp_path / "run"
+    assert train(easynlp_dir, data, out, "--epochs", "1") == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert train(painter_dir, data, out, "--epochs", "1", "--resume") == EXIT_ERROR
+    assert "started with model" in caplog.text and "--overwrite" in caplog.text and "Traceback" not in caplog.text
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_sixteen_bit_greyscale_images_keep_their_grey():
+    from painter.data.images import to_model_input
+
+    grey = Image.fromarray(np.full((8, 8), 128 * 257, dtype=np.uint16))
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG")
+    loaded = Image.open(io.BytesIO(buf.getvalue()))
+    assert loaded.mode.startswith("I")
+    pixels = to_model_input(loaded, 8)
+    assert torch.allclose(pixels, torch.full_like(pixels, 128 / 127.5 - 1), atol=0.01)
 
 
 def test_bad_rows_are_skipped_counted_and_listed(easynlp_dir, tmp_path):

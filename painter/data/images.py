@@ -61,6 +61,11 @@ def decode_base64_image(data: str) -> Image.Image:
 def to_model_input(image: Image.Image, resolution: int) -> torch.Tensor:
     """RGB (transparent parts composited on white), shortest side resized to ``resolution``, centre-cropped,
     scaled to [-1, 1]: [3, R, R]. This is the reference's preprocessing, plus the alpha handling."""
+    if image.mode.startswith("I"):  # 16-bit greyscale: Pillow's convert("RGB") would clip it to white
+        values = np.asarray(image, dtype=np.float32)
+        if image.mode != "I" or values.max() > 255:
+            values = values / 257
+        image = Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "P") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)

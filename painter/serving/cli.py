@@ -165,7 +165,7 @@ def _loop_config(args: argparse.Namespace):
 
     return LoopConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, eval_every=args.eval_every,
-                      save_every=args.save_every, seed=args.seed, progress=not args.quiet)
+                      save_every=args.save_every, seed=args.seed, progress=not args.quiet).validate()
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -71,12 +71,19 @@ def load_code_data(path: Path, model: PainterModel, tokenizer: TextTokenizer, ca
     cache = cache_dir / f"codes-{path.stem}-{key}.pt"
     cfg = model.config
     if cache.is_file():
-        data = torch.load(cache, map_location="cpu", weights_only=True)
-        if data["n_embed"] != cfg.img_vocab_size or data["text_vocab_size"] != cfg.text_vocab_size:
-            raise RunError(f"{cache} was made for codebook {data['n_embed']} / text vocabulary "
-                           f"{data['text_vocab_size']}, not this model's {cfg.img_vocab_size} / {cfg.text_vocab_size}")
-        log.info("using cached image codes %s", cache)
-        return CodeData(data["text_ids"], data["codes"], data["image_of_row"]), [tuple(r) for r in data["rejects"]]
+        try:
+            data = torch.load(cache, map_location="cpu", weights_only=True)
+            cached = CodeData(data["text_ids"], data["codes"], data["image_of_row"]), [tuple(r) for r in data["rejects"]]
+        except Exception as exc:  # truncated or damaged: torch raises many types
+            log.warning("cached image codes %s are unreadable (%s: %s); encoding the images again", cache,
+                        type(exc).__name__, exc)
+        else:
+            if data["n_embed"] != cfg.img_vocab_size or data["text_vocab_size"] != cfg.text_vocab_size:
+                raise RunError(f"{cache} was made for codebook {data['n_embed']} / text vocabulary "
+                               f"{data['text_vocab_size']}, not this model's {cfg.img_vocab_size} / "
+                               f"{cfg.text_vocab_size}")
+            log.info("using cached image codes %s", cache)
+            return cached
     examples = read_examples(path, cfg.vqgan.resolution)
     rejects = list(examples.rejects)
     text_ids, rows = [], []

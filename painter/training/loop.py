@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
+# What a run is: a resume with another of these would continue different weights on different data.
+RUN_IDENTITY = ("model", "vqgan", "size", "preset", "train", "crop")
 
 
 class RunError(PainterError):
@@ -59,8 +61,14 @@ class LoopConfig:
     def validate(self) -> "LoopConfig":
         if self.batch_size < 1 or self.grad_accum < 1:
             raise RunError("--batch-size and --grad-accum must be at least 1")
-        if not self.epochs > 0 or not self.lr > 0:
-            raise RunError("--epochs and --lr must be positive")
+        if not (math.isfinite(self.epochs) and self.epochs > 0) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise RunError(f"--epochs and --lr must be positive finite numbers, got {self.epochs} and {self.lr}")
+        if self.save_every < 1:
+            raise RunError(f"--save-every must be at least 1 step, got {self.save_every}")
+        if self.eval_every < 0 or self.warmup_steps < 0:
+            raise RunError("--eval-every and --warmup-steps must not be negative")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise RunError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         return self
 
 
@@ -155,6 +163,10 @@ def _check_output(output: Path, run_info: dict, resume: bool, overwrite: bool) -
         saved = json.loads(info_path.read_text()) if info_path.is_file() else {}
         if saved and saved.get("kind") != run_info.get("kind"):
             raise RunError(f"{output} holds a {saved.get('kind')} run, not a {run_info.get('kind')} run")
+        for key in RUN_IDENTITY:
+            if saved and key in saved and saved.get(key) != run_info.get(key):
+                raise RunError(f"{output} holds a run started with {key} {saved.get(key)!r}, not {run_info.get(key)!r}: "
+                               f"resume it with the same {key}, or pass --overwrite to start over there")
         return True
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise RunError(f"{output} already holds files (another run?); pass --resume to continue it or "
