@@ -167,7 +167,8 @@ def test_bad_checksum_is_refused_and_the_cache_unchanged(server, archive, online
     assert not (online / NAME).exists() and not [p for p in online.iterdir() if not p.name.endswith(".lock")]
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "device", "missing", "huge"])
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "nested-link", "hardlink", "device", "missing",
+                                  "huge", "full-disk"])
 def test_malicious_or_broken_archives_are_refused(server, archive, online, tmp_path, kind, monkeypatch):
     files = {f"{NAME}/config.json": b"{}", f"{NAME}/pytorch_model.bin": b"x", f"{NAME}/vocab.txt": b"x"}
     extra = []
@@ -179,6 +180,20 @@ def test_malicious_or_broken_archives_are_refused(server, archive, online, tmp_p
         link = tarfile.TarInfo(f"{NAME}/link")
         link.type, link.linkname = tarfile.SYMTYPE, "../../../../etc/passwd"
         extra.append(link)
+    elif kind == "nested-link":  # stays inside the archive, but not inside the model folder once installed
+        del files[f"{NAME}/vocab.txt"]
+        files = {f"p/q/{k.split('/', 1)[1]}": v for k, v in files.items()} | {"secret.txt": b"secret"}
+        link = tarfile.TarInfo("p/q/vocab.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../secret.txt"
+        extra.append(link)
+    elif kind == "hardlink":
+        link = tarfile.TarInfo(f"{NAME}/copy")
+        link.type, link.linkname = tarfile.LNKTYPE, f"{NAME}/vocab.txt"
+        extra.append(link)
+    elif kind == "full-disk":  # the extraction folder has 2 bytes free; the archive expands to 4
+        real = dl.shutil.disk_usage
+        monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=2)
+                            if Path(p).name.startswith(f".{NAME}-") else real(p))
     elif kind == "device":
         dev = tarfile.TarInfo(f"{NAME}/dev")
         dev.type = tarfile.CHRTYPE
@@ -188,10 +203,14 @@ def test_malicious_or_broken_archives_are_refused(server, archive, online, tmp_p
     elif kind == "huge":
         monkeypatch.setattr(dl, "MAX_EXTRACTED_BYTES", 3)  # the three files hold 4 bytes
     server.files[PATH] = tgz(files, extra)
-    with pytest.raises(dl.DownloadError, match="unsafe|no model directory|expands"):
+    with pytest.raises(dl.DownloadError, match="unsafe|no model directory|expands") as error:
         hub.download(NAME, mirror=server.url, progress=False)
+    if "link" in kind:
+        assert "is a link" in str(error.value)
+    assert "Offline?" not in str(error.value), "a refused archive has nothing to do with being offline"
     assert not (online / NAME).exists()
     assert not (tmp_path / "evil.txt").exists() and not (online.parent / "evil.txt").exists()
+    assert not list(online.glob(".*.tgz")), "a refused archive is not kept in the cache"
 
 
 def test_concurrent_downloads_make_one_copy(server, archive, online):

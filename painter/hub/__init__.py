@@ -68,7 +68,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 def download(name: str, cache: str | os.PathLike | None = None, mirror: str | None = None,
              progress: bool = True) -> Path:
     """Fetch a known model (EasyNLP archive) or ``hf:OWNER/REPO`` into the cache; return its directory."""
-    from painter.hub.fetch import DownloadError, install_archive, offline, with_mirror
+    from painter.hub.fetch import ArchiveError, DownloadError, install_archive, offline, with_mirror
 
     cache = Path(cache) if cache else cache_dir()
     if name.startswith("hf:"):
@@ -91,6 +91,8 @@ def download(name: str, cache: str | os.PathLike | None = None, mirror: str | No
     cache.mkdir(parents=True, exist_ok=True)
     try:
         return install_archive(url, name, cache, sha256=meta.get("sha256"), size=meta.get("bytes"), progress=progress)
+    except ArchiveError:
+        raise
     except DownloadError as exc:
         raise DownloadError(f"{exc}. Offline? Place the files by hand in {cache / name} "
                             f"(config.json, pytorch_model.bin, vocab.txt from {url}).") from exc

@@ -141,9 +141,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class ArchiveError(DownloadError):
+    """A downloaded archive whose contents are refused (unsafe members, too large, no model in it): being
+    offline has nothing to do with it, so the error says only what is wrong."""
+
+
 def safe_extract(archive: Path, dest: Path, limit: int | None = None) -> None:
     """Unpack a tar archive into ``dest`` after checking every member; refuse the whole archive otherwise."""
     limit = MAX_EXTRACTED_BYTES if limit is None else limit
+    room = shutil.disk_usage(dest).free
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
@@ -152,19 +158,21 @@ def safe_extract(archive: Path, dest: Path, limit: int | None = None) -> None:
                 name = m.name
                 parts = Path(name).parts
                 if name.startswith(("/", "\\")) or Path(name).is_absolute() or ".." in parts:
-                    raise DownloadError(f"{archive} is unsafe: member {name!r} points outside the archive")
+                    raise ArchiveError(f"{archive} is unsafe: member {name!r} points outside the archive")
                 if m.isdev() or m.isfifo():
-                    raise DownloadError(f"{archive} is unsafe: member {name!r} is a device or pipe")
-                if m.issym() or m.islnk():
-                    target = Path(name).parent / m.linkname if m.issym() else Path(m.linkname)
-                    if Path(m.linkname).is_absolute() or ".." in Path(os.path.normpath(target)).parts:
-                        raise DownloadError(f"{archive} is unsafe: link {name!r} -> {m.linkname!r} leaves the archive")
+                    raise ArchiveError(f"{archive} is unsafe: member {name!r} is a device or pipe")
+                if m.issym() or m.islnk():  # a model needs none, and a link's target moves with the folder
+                    raise ArchiveError(f"{archive} is unsafe: member {name!r} is a link (-> {m.linkname!r}); "
+                                        "model archives hold plain files only")
                 total += max(m.size, 0)
                 if total > limit:
-                    raise DownloadError(f"{archive} expands to more than {limit / 1e9:.1f} GB; refused")
+                    raise ArchiveError(f"{archive} expands to more than {limit / 1e9:.1f} GB; refused")
+                if total > room:
+                    raise ArchiveError(f"{archive} expands to more than the {room / 1e9:.2f} GB free in {dest}; "
+                                        "refused (free some space, or set PAINTER_CACHE to a larger disk)")
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError) as exc:
-        raise DownloadError(f"{archive} is not a readable tar archive: {exc}") from exc
+        raise ArchiveError(f"{archive} is not a readable tar archive: {exc}") from exc
 
 
 def find_model_root(folder: Path) -> Path:
@@ -173,7 +181,7 @@ def find_model_root(folder: Path) -> Path:
         if all((candidate / f).is_file() for f in REQUIRED_FILES):
             return candidate
     present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())[:10]
-    raise DownloadError(f"the archive holds no model directory with {', '.join(REQUIRED_FILES)}; found {present}")
+    raise ArchiveError(f"the archive holds no model directory with {', '.join(REQUIRED_FILES)}; found {present}")
 
 
 def install_archive(url: str, name: str, cache: Path, sha256: str | None = None, size: int | None = None,
@@ -184,9 +192,11 @@ def install_archive(url: str, name: str, cache: Path, sha256: str | None = None,
         if target.is_dir():
             return target  # another process finished it while we waited
         archive = fetch(url, cache / f".{name}.tgz", sha256=sha256, size=size, progress=progress)
-        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache) as tmp:
-            safe_extract(archive, Path(tmp))
-            root = find_model_root(Path(tmp))
-            os.replace(root, target)
-        archive.unlink()
+        try:
+            with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache) as tmp:
+                safe_extract(archive, Path(tmp))
+                root = find_model_root(Path(tmp))
+                os.replace(root, target)
+        finally:  # a refused archive is not kept either
+            archive.unlink(missing_ok=True)
     return target
