@@ -84,6 +84,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path} nests JSON too deeply to be a model config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     return data
@@ -102,7 +104,7 @@ def easynlp_config(data: dict, source: Path) -> ModelConfig:
                                              "embd_pdrop", "resid_pdrop", "attn_pdrop", "n_unmasked")})
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
-    config = ModelConfig(gpt=gpt, vqgan=vqgan, text_len=int(data.get("text_len", 32)))
+    config = ModelConfig(gpt=gpt, vqgan=vqgan, text_len=data.get("text_len", 32))
     try:
         config.validate()
     except ConfigError as exc:
@@ -296,9 +298,14 @@ def _shared_vqgan_tensors(model_dir: Path, config: ModelConfig) -> dict[str, tor
     relative = _read_json(model_dir / CONFIG_FILE).get("vqgan_path")
     if not relative:
         return {}
+    if not isinstance(relative, str):
+        raise ConfigError(f'{model_dir / CONFIG_FILE}: "vqgan_path" must be a folder name, got {relative!r}')
     vqgan_dir = (model_dir / relative).resolve()
     if not vqgan_dir.is_dir():
         raise ModelNotFoundError(f"{model_dir / CONFIG_FILE} uses the VQGAN in {vqgan_dir}, which does not exist")
+    if not (vqgan_dir / VQGAN_WEIGHTS).is_file():  # e.g. "." : the model itself, which would recurse
+        raise ConfigError(f'{model_dir / CONFIG_FILE}: "vqgan_path" {relative!r} is not a VQGAN folder '
+                          f"(config.json and {VQGAN_WEIGHTS})")
     vqgan = load_vqgan(vqgan_dir)
     if vqgan.config != config.vqgan:
         raise ConfigError(f"the VQGAN in {vqgan_dir} does not have the sizes {model_dir / CONFIG_FILE} expects")

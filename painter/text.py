@@ -15,6 +15,7 @@ from tokenizers import BertWordPieceTokenizer
 from painter.errors import CheckpointError, PromptError
 
 PAD_ID = 0
+PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 
 
@@ -33,16 +34,33 @@ class TokenizedPrompt:
         return "".join(p[2:] if p.startswith("##") else p for p in self.pieces)
 
 
+def _check_vocab(vocab_file: Path) -> None:
+    """A readable BERT vocabulary: UTF-8 text, one piece a line, with the [PAD] and [UNK] pieces the
+    prompt encoding relies on (the tokenizer library fails on anything else with an unhelpful panic)."""
+    try:
+        lines = vocab_file.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"vocabulary file {vocab_file} is not UTF-8 text (byte {exc.start}); it should be the "
+                              "model's vocab.txt (Chinese BERT, 21,128 lines)") from exc
+    except OSError as exc:
+        raise CheckpointError(f"vocabulary file {vocab_file} cannot be read: {exc.strerror or exc}") from exc
+    if not any(line.strip() for line in lines):
+        raise CheckpointError(f"vocabulary file {vocab_file} is empty")
+    missing = {PAD_TOKEN, UNK_TOKEN} - {line.strip() for line in lines}
+    if missing or lines[PAD_ID].strip() != PAD_TOKEN:
+        raise CheckpointError(f"vocabulary file {vocab_file} is not a BERT vocabulary: it lacks "
+                              f"{', '.join(sorted(missing)) or f'{PAD_TOKEN} on line {PAD_ID + 1}'}")
+
+
 class TextTokenizer:
     def __init__(self, vocab_file: str | Path, text_len: int = 32, img_vocab_size: int = 16384):
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
             raise CheckpointError(f"vocabulary file {vocab_file} is missing; every model directory needs its "
                                   "vocab.txt (the 21,128-line Chinese BERT vocabulary)")
+        _check_vocab(vocab_file)
         self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=True)
         self.vocab_size = self._tok.get_vocab_size()
-        if self.vocab_size == 0:
-            raise CheckpointError(f"vocabulary file {vocab_file} is empty")
         self.text_len = text_len
         self.img_vocab_size = img_vocab_size
 

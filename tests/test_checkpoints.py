@@ -1,7 +1,9 @@
 import json
 import os
 import pickle
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,81 @@ def test_convert_refuses_a_bad_recommended_setting(easynlp_dir, tmp_path, capsys
     assert "KEY=NUMBER" in capsys.readouterr().err
     assert main(["convert", str(easynlp_dir), str(tmp_path / "b"), "--sampling", "temperature=-1"]) == 1
     assert not (tmp_path / "b" / "config.json").exists()
+
+
+def _mutated(painter_dir, tmp_path, change) -> Path:
+    import json
+    import shutil
+
+    model = Path(shutil.copytree(painter_dir, tmp_path / "model"))
+    config = json.loads((model / "config.json").read_text())
+    change(config)
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def _set(path, value):
+    def change(config):
+        node = config
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return change
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("gpt.n_layer", 10 ** 9, "n_layer must be between 1 and 256"),
+    ("vqgan.num_res_blocks", 10 ** 8, "vqgan.num_res_blocks must be between"),
+    ("gpt.n_embd", 4e11, "n_embd must be a whole number"),
+    ("gpt.n_head", 0, "n_head must be between"),
+    ("vqgan.norm_groups", 0, "norm_groups must be between"),
+    ("text_len", "abc", "text_len must be a whole number"),
+    ("caption_dropout", "x", "caption_dropout must be a number"),
+    ("gpt.n_layer", 2.5, "n_layer must be a whole number"),
+    ("gpt.n_layer", "2", "n_layer must be a whole number"),
+    ("vqgan.ch", -32, "vqgan.ch must be between"),
+    ("vqgan.resolution", -64, "vqgan.resolution must be between"),
+    ("vqgan.ch_mult", [1, "x"], "vqgan.ch_mult must be a whole number"),
+    ("vqgan_path", ".", "is not a VQGAN folder"),
+])
+def test_absurd_or_mistyped_config_fields_fail_at_once_naming_the_field(painter_dir, tmp_path, path, value, message):
+    model = _mutated(painter_dir, tmp_path, _set(path, value))
+    started = time.time()
+    with pytest.raises((ConfigError, CheckpointError), match=re.escape(message)):
+        load_checkpoint(model)
+    assert time.time() - started < 1.0
+
+
+def test_deeply_nested_json_is_a_config_error(painter_dir, tmp_path):
+    import shutil
+
+    model = Path(shutil.copytree(painter_dir, tmp_path / "model"))
+    (model / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ConfigError, match="nests JSON too deeply|not valid JSON"):
+        load_checkpoint(model)
+
+
+@pytest.mark.parametrize("content,message", [(b"", "is empty"), (b"\xff\xfe\x00binary", "not UTF-8"),
+                                             ("猫\n狗\n".encode(), "not a BERT vocabulary")])
+def test_a_bad_vocabulary_gets_a_clear_message(painter_dir, tmp_path, content, message):
+    import shutil
+
+    from painter.text import TextTokenizer
+
+    model = Path(shutil.copytree(painter_dir, tmp_path / "model"))
+    (model / "vocab.txt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        TextTokenizer(model / "vocab.txt")
+
+
+def test_a_model_folder_that_is_a_symlink_loop_is_reported(tmp_path, caplog):
+    from painter.serving.cli import EXIT_ERROR, main
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    out = tmp_path / "out.tsv"
+    (tmp_path / "in.tsv").write_text("1\t红苹果\n", encoding="utf-8")
+    assert main(["-q", "predict", "--model", str(loop), "--input", str(tmp_path / "in.tsv"), "--output",
+                 str(out)]) == EXIT_ERROR
+    assert "Traceback" not in caplog.text and str(loop) in caplog.text

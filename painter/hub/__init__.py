@@ -43,6 +43,11 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # a loop, or a link to nothing
+            raise ModelNotFoundError(f"model {path} is a symbolic link that leads nowhere ({exc})") from None
     name = str(name_or_path)
     if name.startswith("hf:"):
         return download(name)

@@ -40,8 +40,33 @@ class ModelConfig:
         return self.vqgan.num_codes
 
     def validate(self) -> "ModelConfig":
+        """Every size a whole number within sane bounds (named field by field), then sizes that fit together.
+
+        The bounds come first so that a config.json with n_layer 10^9 fails at once instead of building
+        modules for minutes; they are far above any pai-painter model (large: 24 x 1024)."""
         g, v = self.gpt, self.vqgan
-        problems = []
+        problems = [p for name, value, low, high in (
+            ("n_layer", g.n_layer, 1, 256), ("n_head", g.n_head, 1, 256), ("n_embd", g.n_embd, 1, 16384),
+            ("vocab_size", g.vocab_size, 1, 1 << 20), ("block_size", g.block_size, 1, 1 << 16),
+            ("n_unmasked", g.n_unmasked, 0, 1 << 16), ("text_len", self.text_len, 1, 1024),
+            ("vqgan.ch", v.ch, 1, 4096), ("vqgan.num_res_blocks", v.num_res_blocks, 0, 64),
+            ("vqgan.z_channels", v.z_channels, 1, 4096), ("vqgan.embed_dim", v.embed_dim, 1, 4096),
+            ("vqgan.n_embed", v.n_embed, 1, 1 << 20), ("vqgan.resolution", v.resolution, 8, 4096),
+            ("vqgan.in_channels", v.in_channels, 1, 4), ("vqgan.out_ch", v.out_ch, 1, 4),
+            ("vqgan.norm_groups", v.norm_groups, 1, 4096))
+            if (p := _whole_number(name, value, low, high))]
+        if not isinstance(v.ch_mult, tuple) or not 1 <= len(v.ch_mult) <= 8:
+            problems.append(f"vqgan.ch_mult must list 1 to 8 channel multipliers, got {v.ch_mult!r}")
+        else:
+            problems += [p for m in v.ch_mult if (p := _whole_number("vqgan.ch_mult", m, 1, 64))]
+        if not all(isinstance(r, int) and not isinstance(r, bool) for r in v.attn_resolutions):
+            problems.append(f"vqgan.attn_resolutions must be whole numbers, got {list(v.attn_resolutions)!r}")
+        for name, value in (("embd_pdrop", g.embd_pdrop), ("resid_pdrop", g.resid_pdrop),
+                            ("attn_pdrop", g.attn_pdrop), ("caption_dropout", self.caption_dropout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                problems.append(f"{name} must be a number in [0, 1), got {value!r}")
+        if problems:
+            raise ConfigError("bad model config: " + "; ".join(problems))
         if g.n_embd % g.n_head:
             problems.append(f"n_embd {g.n_embd} is not divisible by n_head {g.n_head}")
         if g.block_size != self.text_len + self.img_len:
@@ -54,8 +79,6 @@ class ModelConfig:
         channels = [v.ch * m for m in v.ch_mult]
         if any(c % v.norm_groups for c in channels):
             problems.append(f"VQGAN channels {channels} are not all divisible by norm_groups {v.norm_groups}")
-        if min(g.n_layer, g.n_head, g.n_embd, self.text_len, v.n_embed, v.embed_dim) <= 0:
-            problems.append("sizes must be positive")
         if problems:
             raise ConfigError("inconsistent model config: " + "; ".join(problems))
         return self
@@ -69,10 +92,18 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> "ModelConfig":
         try:
             return cls(gpt=GPTConfig(**data["gpt"]), vqgan=VQGANConfig(**data["vqgan"]),
-                       text_len=int(data.get("text_len", 32)),
-                       caption_dropout=float(data.get("caption_dropout", 0.0))).validate()
+                       text_len=data.get("text_len", 32), caption_dropout=data.get("caption_dropout", 0.0)).validate()
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"model config is missing or has unknown fields: {exc}") from exc
+
+
+def _whole_number(name: str, value, low: int, high: int) -> str | None:
+    """A problem with one size field, or None: JSON gives floats and strings as readily as integers."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name} must be a whole number, got {value!r}"
+    if not low <= value <= high:
+        return f"{name} must be between {low} and {high}, got {value}"
+    return None
 
 
 class PainterModel(nn.Module):
