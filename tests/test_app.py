@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from painter.checkpoints import save_easynlp, save_painter  # noqa: E402
 from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig  # noqa: E402
 from painter.ui.metadata import read_params  # noqa: E402
+from painter.ui.app import LAUNCH_OPTIONS  # noqa: E402
 from conftest import VOCAB, tiny_model  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def server(tmp_path_factory):
     demo, _ = create_app(["--model", str(root / "tiny"), "--model", str(root / "tiny3"), "--model",
                           str(root / "slow"), "--model", str(broken), "--port", str(port), "--workers", "2",
                           "--queue-size", "32"])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -81,7 +82,7 @@ def test_generate_streams_and_ends_with_a_png_holding_its_parameters(server):
     params = read_params(png)
     assert params["prompt"] == "红苹果" and params["model"] == "tiny" and params["seed"] == 5
     assert params["top_k"] == 100 and params["temperature"] == 1.0 and "version" in params
-    assert updates[-1][2] == 5  # the seed used
+    assert updates[-1][2] == "5"  # the seed used
 
 
 def test_same_seed_same_pixels_and_random_seed_reported(server):
@@ -90,7 +91,7 @@ def test_same_seed_same_pixels_and_random_seed_reported(server):
     c = np.asarray(Image.open(final_png(run_job(server, *paint_args(seed=12))[1])))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     _, updates = run_job(server, *paint_args(seed=-1))
-    assert updates[-1][2] >= 0 and read_params(final_png(updates))["seed"] == updates[-1][2]
+    assert int(updates[-1][2]) >= 0 and read_params(final_png(updates))["seed"] == int(updates[-1][2])
 
 
 def test_cancel_stops_a_running_job_and_frees_the_worker(server):
@@ -156,11 +157,54 @@ def test_restore_from_png(server, tmp_path):
     _, updates = run_job(server, *paint_args(seed=42, style="emoji"))
     client = Client(server, verbose=False)
     restored = client.predict(handle_file(str(final_png(updates))), api_name="/restore")
-    assert restored[0] == "红苹果" and restored[1] == "emoji" and restored[2] == "tiny" and restored[3] == 42
+    assert restored[:3] == ("红苹果", "emoji", "tiny") and restored[4] == 42
+    assert restored[3] == "", "the model note follows the restored style and model"
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8), (1, 2, 3)).save(plain)
     message = client.predict(handle_file(str(plain)), api_name="/restore")[-1]
     assert "没有 Painter 参数" in message
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"prompt": "猫", "top_k": "abc", "seed": 1}, "top_k must be a whole number"),
+    ({"prompt": "猫", "seed": "x"}, "seed must be a whole number"),
+    ({"prompt": "猫", "temperature": -3, "seed": 1}, "temperature"),
+    ({"prompt": ["猫"], "seed": 1}, "prompt must be text"),
+])
+def test_restoring_a_png_with_bad_parameters_restores_nothing_and_says_why(server, tmp_path, params, message):
+    from painter.ui.metadata import save_png
+
+    crafted = save_png(Image.new("RGB", (8, 8)), tmp_path / "crafted.png", {"style": "emoji", **params})
+    restored = Client(server, verbose=False).predict(handle_file(str(crafted)), api_name="/restore")
+    assert "参数有误" in restored[-1] and message in restored[-1]
+    assert restored[0] is None or restored[0] == ""  # the prompt box is left alone
+
+
+def test_api_values_left_empty_take_the_presets_settings_and_bad_ones_say_why(server):
+    _, updates = run_job(server, "红苹果", "emoji", "tiny", None, None, None, None, 3, 1, 0)
+    params = read_params(final_png(updates))
+    assert (params["top_k"], params["temperature"]) == (10, 0.2), "the emoji preset's, as in the UI"
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception) as error:
+        client.predict("红苹果", "plain", "tiny", 100, 1.0, 1.0, 1.0, "x", 1, 0, api_name="/generate")
+    assert "None" != str(error.value).strip() and str(error.value).strip(), "a message, not {'error': null}"
+
+
+def test_api_outputs_have_names():
+    from painter.ui.app import build
+
+    api = build(studio_for_api()).get_api_info()
+    names = [r["label"] for r in api["named_endpoints"]["/generate"]["returns"]]
+    assert not [n for n in names if n.startswith("value_")], names
+
+
+def studio_for_api():
+    from painter.ui.app import Studio
+    from painter.ui.models import ModelManager
+    from painter.ui.styles import load_styles
+    from conftest import ROOT
+
+    return Studio(ModelManager(device="cpu", precision="fp32"), load_styles(ROOT / "styles"))
 
 
 def test_some_characters_outside_the_vocabulary_are_reported(server):

@@ -26,6 +26,10 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("mode", ["fp32", "bf16", "int8", "auto"])
 def test_every_mode_loads_and_generates(easynlp_dir, mode):
+    if mode == "bf16" and not precision.native_bf16(CPU):
+        with pytest.raises(DeviceError, match="no native bf16 arithmetic"):
+            Painter.from_pretrained(easynlp_dir, device="cpu", precision=mode)
+        return
     painter = Painter.from_pretrained(easynlp_dir, device="cpu", precision=mode)
     image = painter.generate("红苹果", seed=3)[0][0]
     assert image.size == (16, 16) and image.mode == "RGB"
@@ -219,7 +223,7 @@ def test_quality_check_computation(easynlp_dir):
     assert kl == pytest.approx(expected, rel=1e-4) and kl > 0.01 and top1 == 1.0
     itself = compare(exact, reference)
     assert abs(itself.kl) < 1e-6 and itself.top1 == 1.0 and itself.decoder_psnr > 100 and itself.passed
-    for mode in ["bf16", "int8"]:
+    for mode in ["bf16", "int8"] if precision.native_bf16(CPU) else ["int8"]:
         verdict = compare(Painter.from_pretrained(easynlp_dir, device="cpu", precision=mode), reference)
         assert verdict.mode == mode and 0 < verdict.kl < 0.5 and 0.5 < verdict.top1 <= 1
         assert 25 < verdict.decoder_psnr < 100

@@ -56,14 +56,14 @@ def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(ea
     assert (plan.sampling.top_k, plan.sampling.temperature) == (10, 0.2)
     assert "pai-painter-commercial-base-zh" in plan.note and "demo-large" in plan.note
     assert plan.examples == studio.styles["ecommerce"].fallback.examples
-    chosen = studio.plan("painting", "demo-base")  # the user picks the other bundled model: its own preset words
-    assert chosen.template == "{prompt}，国画" and chosen.sampling.top_k == 100
+    chosen = studio.plan("painting", "demo-base")  # the other bundled model, picked by hand: the same care
+    assert chosen.template == "{prompt}，水墨画" and (chosen.sampling.top_k, chosen.sampling.temperature) == (10, 0.2)
     assert studio.plan("emoji", AUTO).template == "扁平风格的{prompt}"
 
     # what is painted is the fallback's prompt, with the model's settings
     *_, (paths, status, _, params) = studio.paint("T恤", "ecommerce", AUTO, None, None, None, None, 0, 1, 0)
     assert (params["model"], params["top_k"], params["temperature"]) == ("demo-large", 10, 0.2)
-    assert "painting with demo-large" in status
+    assert "painting with" not in status, "the model note has its own line; the status does not repeat it"
 
     # a general pai-painter model, when installed, paints the domain instead of the fallback
     general = shutil.copytree(easynlp_dir, tmp_path / "pai-painter-large-zh")
@@ -126,3 +126,54 @@ def test_png_parameters_round_trip(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
     (tmp_path / "junk.png").write_bytes(b"not a png")
     assert read_params(tmp_path / "plain.png") is None and read_params(tmp_path / "junk.png") is None
+
+
+def _studio(tmp_path=None):
+    from painter.ui.app import Studio
+    from painter.ui.models import ModelManager
+
+    return Studio(ModelManager(device="cpu", precision="fp32"), load_styles(ROOT / "styles"), tmp_path)
+
+
+def test_stop_says_it_stopped_and_cancels_enter_too():
+    from painter.ui.app import Studio, build
+
+    assert Studio.stopped("48 / 256 tokens · 3.1 s · 15 tokens/s · int8") == "已停止 Stopped at 48 / 256 tokens."
+    assert Studio.stopped("") == "已停止 Stopped."
+    config = build(_studio()).get_config_file()
+    cancelling = [d for d in config["dependencies"] if d.get("cancels")]
+    assert len(cancelling) == 1 and len(cancelling[0]["cancels"]) == 2, "Stop cancels the button's and Enter's jobs"
+
+
+def test_history_captions_name_the_preset_and_reuse_returns_to_create():
+    from types import SimpleNamespace
+
+    from painter.ui.app import CREATE_TAB
+
+    studio = _studio()
+    item = {"prompt": "猫", "style": "emoji", "model": "demo-large", "seed": 3, "top_k": 10, "top_p": 1.0,
+            "temperature": 0.2, "guidance_scale": 1.0}
+    assert studio.caption(item) != studio.caption({**item, "style": "plain"})
+    assert studio.caption(item).startswith("表情")
+    out = studio.reuse([item], SimpleNamespace(index=0))
+    assert out[:3] == ("猫", "emoji", "demo-large") and out[-1].selected == CREATE_TAB
+    assert out[3] == "", "the note follows the reused style"
+    painting = studio.reuse([{**item, "style": "painting"}], SimpleNamespace(index=0))
+    assert "pai-painter-painting-base-zh" in painting[3]
+
+
+def test_results_on_disk_are_capped_and_the_folder_removed_at_exit(tmp_path, monkeypatch):
+    import atexit
+
+    import painter.ui.app as app
+
+    monkeypatch.setattr(app, "KEEP_PNGS", 3)
+    studio = _studio(tmp_path)
+    paths = [studio._save(Image.new("RGB", (4, 4), (i, 0, 0)), {"seed": i}) for i in range(5)]
+    assert sorted(tmp_path.glob("painter-*.png")) == sorted(paths[2:])
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda fn, *args: registered.append((fn, args)))
+    own = _studio()
+    assert registered and registered[0][1][0] == own.output_dir
+    registered[0][0](*registered[0][1])
+    assert not own.output_dir.exists()

@@ -9,8 +9,10 @@ the running job at once.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -20,9 +22,9 @@ import gradio as gr
 from PIL import Image
 
 from painter import __version__
-from painter.errors import PainterError
+from painter.errors import PainterError, SamplingError
 from painter.precision import INFERENCE_MODES
-from painter.sampling import DEFAULT_TOP_K, MAX_SEED, SamplingConfig, resolve_seed
+from painter.sampling import DEFAULT_TOP_K, MAX_SEED, SamplingConfig, resolve_seed, sampling_settings
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
 from painter.ui.styles import StylePreset, apply_template, load_styles
@@ -33,6 +35,10 @@ STYLES_DIR = Path(__file__).resolve().parents[2] / "styles"
 DISPLAY = 256  # pictures are shown and saved at least this large (the demo models paint 64x64)
 AUTO = "auto"
 PAINT_GROUP = "paint"
+CREATE_TAB = "create"
+KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
+# show_error: a bad value sent through the API (a top-k of "abc") gets its message, not {"error": null}
+LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "show_error": True}
 ARTICLE_EXAMPLES = ["宽松T恤", "女童套头毛衣打底衫秋冬针织衫童装儿童内搭上衣", "春夏真皮工作鞋女深色软皮久站舒适上班面试职业皮鞋",
                     "一只俏皮的狗正跑过草地", "一片水域的景色以日落为背景"]
 EMOJI_EXAMPLES = ["红苹果", "火箭", "狐狸", "樱桃", "一个笑脸"]
@@ -80,6 +86,16 @@ class Studio:
         self.manager = manager
         self.styles = {s.id: s for s in styles}
         self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="painter-studio-"))
+        if output_dir is None:  # ours: removed when the studio exits
+            atexit.register(shutil.rmtree, self.output_dir, True)
+
+    def _save(self, image: Image.Image, params: dict) -> Path:
+        """A result as a PNG with its parameters; only the newest KEEP_PNGS stay on disk."""
+        path = save_png(image, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png", params)
+        pngs = sorted(self.output_dir.glob("painter-*.png"), key=lambda p: p.stat().st_mtime)
+        for old in pngs[:-KEEP_PNGS]:
+            old.unlink(missing_ok=True)
+        return path
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -91,20 +107,18 @@ class Studio:
         general pai-painter model, else the bundled model its fallback names, else the best installed one)."""
         style = self._style(style_id)
         names = self.manager.names
-        fallback = style.fallback if style.fallback and style.fallback.model in names else None
+        fallback = style.fallback
         if choice and choice != AUTO:
             name = self.manager.entry(choice).name
         else:
             name, preferred = self.manager.best_for(style.model)
-            if not preferred and fallback and self.manager.entry(name).family != "pai-painter":
+            if not preferred and fallback and fallback.model in names and self.manager.entry(name).family != "pai-painter":
                 name = fallback.model  # a general pai-painter model paints the domain better than the fallback
-        try:
-            recommended = self.manager.entry(name).sampling
-        except PainterError:  # a model that failed to load: the reference's settings
-            recommended = {}
-        model_settings = SamplingConfig(top_k=DEFAULT_TOP_K).updated(**recommended)
-        if fallback and name == fallback.model and name != style.model:
-            # the domain as the bundled model knows it, with that model's own settings
+        entry = self.manager.entry(name)
+        model_settings = SamplingConfig(top_k=DEFAULT_TOP_K).updated(**entry.sampling)
+        if fallback and name != style.model and entry.family != "pai-painter":
+            # a bundled (or custom) model: the domain in the words it knows, with its own settings, never the
+            # ones tuned for the missing pai-painter model (top-k 100 at temperature 1 paints them noise)
             template, sampling, examples = fallback.template, model_settings, fallback.examples or style.examples
         else:
             template, sampling, examples = style.template, model_settings.updated(**style.sampling), style.examples
@@ -169,30 +183,30 @@ class Studio:
         values = self._check(prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every)
         try:
             plan = self.plan(style_id, model_choice)
-            name, note = plan.model, plan.note
+            name = plan.model
             painter = self.manager.get(name)
             style = self._style(style_id)
             used_seed = resolve_seed(values["seed"])
-            sampling = painter.sampling(values["top_k"], values["top_p"], values["temperature"],
-                                        values["guidance_scale"])
+            chosen = {k: values[k] for k in ("top_k", "top_p", "temperature", "guidance_scale") if values[k] is not None}
+            # a value left empty (the API allows it): the style's, else the model's recommended one
+            sampling = plan.sampling.updated(**chosen).validate(painter.config.img_vocab_size)
             frames = painter.stream(apply_template(plan.template, prompt), seed=used_seed, num_images=values["num_images"],
                                     top_k=sampling.top_k, top_p=sampling.top_p, temperature=sampling.temperature,
                                     preview_every=values["preview_every"], guidance_scale=sampling.guidance_scale)
-            notes = None
+            notes = None  # the model note has its own line under the dropdowns; the status says how the prompt was read
             params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
                       "top_k": sampling.top_k, "top_p": sampling.top_p, "temperature": sampling.temperature,
                       "guidance_scale": sampling.guidance_scale, "version": __version__}
             for frame in frames:
                 if notes is None:  # the prompt as the model read it comes with the first frame
-                    notes = ([note] if note else []) + prompt_notes(frame.prompt, painter.config.text_len)
+                    notes = prompt_notes(frame.prompt, painter.config.text_len)
                 status = (f"{stream_name}{frame.step} / {frame.total} tokens · {frame.elapsed:.1f} s · "
                           f"{frame.tokens_per_second:.0f} tokens/s · {painter.precision}")
                 if notes:
                     status += "  \n" + "  \n".join(notes)
                 images = [display(im) for im in frame.images]
                 if frame.final:
-                    paths = [save_png(im, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png",
-                                      {**params, "seed": s}) for im, s in zip(images, frame.seeds)]
+                    paths = [self._save(im, {**params, "seed": s}) for im, s in zip(images, frame.seeds)]
                     yield paths, status, used_seed, params
                 else:
                     yield images, status, used_seed, params
@@ -232,22 +246,43 @@ class Studio:
             yield latest["a"][0], latest["a"][1], latest["b"][0], latest["b"][1]
 
     def restore(self, file):
-        """A dropped PNG -> every parameter it was painted with (or a message that it holds none)."""
+        """A dropped PNG -> every parameter it was painted with (or a message saying what is wrong with it)."""
         path = getattr(file, "name", file)
         params = read_params(path) if path else None
-        keep = [gr.skip()] * 8
+        keep = [gr.skip()] * 9
         if not params:
             return [*keep, "这张 PNG 没有 Painter 参数。 (No Painter parameters in this PNG.)"]
-        style = params.get("style") if params.get("style") in self.styles else gr.skip()
+        try:
+            settings = sampling_settings({k: params[k] for k in ("top_k", "top_p", "temperature", "guidance_scale")
+                                          if k in params})
+            seed = resolve_seed(params.get("seed", -1))
+            prompt = params.get("prompt", "")
+            if not isinstance(prompt, str):
+                raise SamplingError(f"prompt must be text, got {prompt!r}")
+        except (PainterError, TypeError) as exc:
+            return [*keep, f"这张 PNG 的参数有误，未恢复 (its parameters are invalid; nothing restored): {exc}"]
+        style = params.get("style") if params.get("style") in self.styles else next(iter(self.styles))
         model = params.get("model") if params.get("model") in self.manager.names else AUTO
-        return [params.get("prompt", gr.skip()), style, model, params.get("seed", -1), params.get("top_k", 100),
-                params.get("top_p", 1.0), params.get("temperature", 1.0), params.get("guidance_scale", 1.0),
-                f"已恢复参数 (restored): {params.get('model')} · seed {params.get('seed')}"]
+        s = self.settings_for(style, model).updated(**settings)
+        return [prompt, style, model, self.plan(style, model).note, seed, s.top_k, s.top_p, s.temperature,
+                s.guidance_scale, f"已恢复参数 (restored): {params.get('model')} · seed {seed}"]
 
     def reuse(self, history, evt: gr.SelectData):
+        """A History picture's settings back in the Create tab, which is shown again."""
         item = (history or [])[evt.index]
-        return (item["prompt"], item["style"], item["model"] if item["model"] in self.manager.names else AUTO,
-                item["seed"], item["top_k"], item["top_p"], item["temperature"], item["guidance_scale"])
+        model = item["model"] if item["model"] in self.manager.names else AUTO
+        return (item["prompt"], item["style"], model, self.plan(item["style"], model).note, item["seed"],
+                item["top_k"], item["top_p"], item["temperature"], item["guidance_scale"], gr.Tabs(selected=CREATE_TAB))
+
+    def caption(self, item: dict) -> str:
+        """A History caption: the preset first, so two pictures of one prompt in two styles differ."""
+        style = self.styles.get(item["style"])
+        return f"{style.name_zh if style else item['style']} · {item['prompt']} · {item['model']} · seed {item['seed']}"
+
+    @staticmethod
+    def stopped(status: str) -> str:
+        first = (status or "").split("\n")[0]
+        return f"已停止 Stopped{(' at ' + first.split(' · ')[0]) if ' / ' in first else ''}."
 
     def models_table(self):
         rows = [[e.name, e.family, e.size, f"{e.megabytes:.1f}", e.source, e.licence, "yes" if e.guidance else "no"]
@@ -269,22 +304,27 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
     style_choices = [(s.label, s.id) for s in studio.styles.values()]
     first_style = next(iter(studio.styles.values()))
     first = studio.settings_for(first_style.id, AUTO)
-    with gr.Blocks(title="Painter 画师") as demo:
+    # Gradio's own upload cache is swept too: files older than an hour, checked every ten minutes
+    with gr.Blocks(title="Painter 画师", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Painter 画师\n中文文生图：输入提示词，看着画一笔一笔画出来。 Chinese text-to-image, painted token by token.")
         history = gr.State([])
-        with gr.Tab("创作 Create"):
+        tabs = gr.Tabs()
+        with tabs, gr.Tab("创作 Create", id=CREATE_TAB):
             with gr.Row():
                 with gr.Column(scale=3):
-                    prompt = gr.Textbox(label="提示词 Prompt", placeholder="例如：红苹果", lines=2, elem_id="prompt")
+                    # one line: Enter paints (and Stop cancels it), Shift+Enter starts a new line
+                    prompt = gr.Textbox(label="提示词 Prompt", placeholder="例如：红苹果（回车生成 Enter to paint）", lines=1,
+                                        max_lines=4, elem_id="prompt")
                     with gr.Row():
                         style = gr.Dropdown(style_choices, value=first_style.id, label="风格 Style", elem_id="style")
                         model = gr.Dropdown(model_choices, value=AUTO, label="模型 Model", elem_id="model")
                     note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1], elem_id="note")
                     with gr.Row():
-                        generate = gr.Button("生成", variant="primary", elem_id="generate")
-                        stop = gr.Button("停止", variant="stop", elem_id="stop")
-                    status = gr.Markdown("", elem_id="status")
-                    gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height=560, elem_id="gallery")
+                        generate = gr.Button("生成 Paint", variant="primary", elem_id="generate")
+                        stop = gr.Button("停止 Stop", variant="stop", elem_id="stop")
+                    status = gr.Markdown("", label="状态 Status", elem_id="status")
+                    gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height="auto", object_fit="contain",
+                                         elem_id="gallery")
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
@@ -296,7 +336,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                                              interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"])
                     with gr.Row():
                         seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)")
-                        used = gr.Number(value=None, precision=0, label="所用种子 Seed used", interactive=False)
+                        used = gr.Textbox(value="", label="所用种子 Seed used", interactive=False, elem_id="used")
                     with gr.Row():
                         dice = gr.Button("🎲 随机种子")
                         reuse_seed = gr.Button("♻️ 复用种子 Reuse")
@@ -311,9 +351,9 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
         inputs = [prompt, style, model, top_k, top_p, temperature, guidance, seed, num_images, preview_every]
         event = generate.click(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
                                api_name="generate", concurrency_id=PAINT_GROUP, concurrency_limit=workers)
-        prompt.submit(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
-                      api_name=False, concurrency_id=PAINT_GROUP)
-        stop.click(None, None, None, cancels=[event], api_name=False)
+        submitted = prompt.submit(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
+                                  api_name=False, concurrency_id=PAINT_GROUP)
+        stop.click(studio.stopped, [status], [status], cancels=[event, submitted], api_name=False)
         examples.click(lambda row: row[0], [examples], [prompt], api_name=False)
         for trigger in (style, model):
             # .input, not .change: restoring a PNG or a history item sets style and model with their own settings
@@ -321,12 +361,12 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                           api_name=False)
             trigger.change(studio.guidance_allowed, [style, model], [guidance], api_name=False)
         dice.click(lambda: resolve_seed(-1), None, [seed], api_name=False)
-        reuse_seed.click(lambda u: u if u is not None else -1, [used], [seed], api_name=False)
+        reuse_seed.click(lambda u: int(u) if str(u).strip().isdigit() else -1, [used], [seed], api_name=False)
         restore_file.upload(studio.restore, [restore_file],
-                            [prompt, style, model, seed, top_k, top_p, temperature, guidance, restore_msg],
+                            [prompt, style, model, note, seed, top_k, top_p, temperature, guidance, restore_msg],
                             api_name="restore")
 
-        with gr.Tab("对比 Compare"):
+        with tabs, gr.Tab("对比 Compare"):
             a_default, b_default = studio.default_pair()
             with gr.Row():
                 c_prompt = gr.Textbox(label="提示词 Prompt", value="红苹果", scale=3)
@@ -346,15 +386,15 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
             c_go.click(gpu(studio.compare), [c_prompt, c_seed, c_model_a, c_model_b, c_preview],
                        [c_img_a, c_info_a, c_img_b, c_info_b], api_name="compare", concurrency_id=PAINT_GROUP)
 
-        with gr.Tab("历史 History"):
+        with tabs, gr.Tab("历史 History"):
             gr.Markdown("本次会话的作品；点击一张图，把它的参数放回「创作」。 Click a picture to reuse its settings.")
             h_gallery = gr.Gallery(label="历史 History", columns=4, format="png")
-            history.change(lambda h: [(i["path"], f"{i['prompt']} · {i['model']} · seed {i['seed']}") for i in h],
-                           [history], [h_gallery], api_name=False)
+            history.change(lambda h: [(i["path"], studio.caption(i)) for i in h], [history], [h_gallery], api_name=False)
             h_gallery.select(studio.reuse, [history],
-                             [prompt, style, model, seed, top_k, top_p, temperature, guidance], api_name=False)
+                             [prompt, style, model, note, seed, top_k, top_p, temperature, guidance, tabs],
+                             api_name=False)
 
-        with gr.Tab("模型 Models"):
+        with tabs, gr.Tab("模型 Models"):
             rows, downloads = studio.models_table()
             gr.Dataframe(rows, headers=["名称 name", "系列 family", "大小 size", "MB", "来源 source", "许可 licence",
                                         "引导 guidance"], interactive=False)
@@ -388,4 +428,4 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Names
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="painter: %(message)s")
     demo, args = create_app(argv)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=gr.themes.Soft())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
