@@ -226,7 +226,8 @@ def test_quality_check_computation(easynlp_dir):
     for mode in ["bf16", "int8"] if precision.native_bf16(CPU) else ["int8"]:
         verdict = compare(Painter.from_pretrained(easynlp_dir, device="cpu", precision=mode), reference)
         assert verdict.mode == mode and 0 < verdict.kl < 0.5 and 0.5 < verdict.top1 <= 1
-        assert 25 < verdict.decoder_psnr < 100
+        # a bf16 decoder rounds; where there is no native bf16 the decoder stays fp32 and is exact
+        assert 25 < verdict.decoder_psnr < 100 if verdict.decoder == "bfloat16" else verdict.decoder_psnr > 100
 
 
 def test_auto_checks_each_model_once_and_skips_modes_that_fail(easynlp_dir, tmp_path, monkeypatch, caplog):
