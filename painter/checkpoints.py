@@ -130,13 +130,20 @@ def easynlp_config_dict(config: ModelConfig) -> dict:
         data["text_len"] = config.text_len
     if config.sampling:  # EasyNLP ignores keys it does not know
         data["sampling"] = dict(config.sampling)
+    if config.guidance is not None:
+        data["guidance"] = config.guidance
     return data
 
 
 def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> ModelConfig:
-    """``config`` with the checked sampling settings of its config.json (either layout)."""
+    """``config`` with the checked sampling settings of its config.json (either layout), and whether guidance
+    helps it."""
+    guidance = data.get("guidance")
+    if guidance is not None and not isinstance(guidance, bool):
+        raise ConfigError(f'{source}: "guidance" must be true or false, got {guidance!r}')
     try:
-        return replace(config, sampling=sampling_settings(data.get("sampling", {}), config.img_vocab_size))
+        return replace(config, sampling=sampling_settings(data.get("sampling", {}), config.img_vocab_size),
+                       guidance=guidance)
     except SamplingError as exc:
         raise ConfigError(f'{source}: "sampling": {exc}') from exc
 
@@ -450,7 +457,7 @@ def load_vqgan(src: str | Path) -> VQGAN:
 
 
 def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torch.dtype | None = None,
-            vqgan_dir: str | Path | None = None, sampling: dict | None = None) -> Path:
+            vqgan_dir: str | Path | None = None, sampling: dict | None = None, guidance: bool | None = None) -> Path:
     """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one);
     for the Painter layout optionally in another float format and with a shared VQGAN directory.
     ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``).
@@ -459,7 +466,7 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
     if dst.exists() and any(dst.iterdir()):
         raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
     if (Path(src) / VQGAN_WEIGHTS).is_file():
-        if to == "easynlp" or vqgan_dir is not None or sampling:
+        if to == "easynlp" or vqgan_dir is not None or sampling or guidance is not None:
             raise CheckpointError(f"{src} is a VQGAN alone: only --dtype applies to it")
         return save_vqgan(load_vqgan(src), dst, dtype)
     checkpoint = load_checkpoint(src)
@@ -470,6 +477,8 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
     if sampling:
         settings = {**model.config.sampling, **sampling}
         model.config = replace(model.config, sampling=sampling_settings(settings, model.config.img_vocab_size))
+    if guidance is not None:
+        model.config = replace(model.config, guidance=guidance)
     if to == "painter":
         return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
     if dtype is not None or vqgan_dir is not None:

@@ -1,4 +1,6 @@
 import json
+
+import pytest
 import shutil
 
 from PIL import Image
@@ -177,3 +179,25 @@ def test_results_on_disk_are_capped_and_the_folder_removed_at_exit(tmp_path, mon
     assert registered and registered[0][1][0] == own.output_dir
     registered[0][0](*registered[0][1])
     assert not own.output_dir.exists()
+
+
+def test_a_model_that_says_guidance_hurts_it_gets_no_guidance_slider(easynlp_dir, tmp_path):
+    import json
+
+    from painter.checkpoints import convert, read_config
+    from painter.ui.app import AUTO
+    from painter.ui.models import ModelManager
+
+    studio = _studio()
+    assert studio.manager.entry("demo-large").guidance is False, "the demo models' cards: guidance hurts them"
+    assert studio.guidance_allowed("emoji", AUTO)["interactive"] is False
+    rows, _ = studio.models_table()
+    assert [r[-1] for r in rows if r[0] == "demo-large"] == ["no"]
+    helps = convert(easynlp_dir, tmp_path / "helps", to="painter", guidance=True)
+    assert json.loads((helps / "config.json").read_text())["guidance"] is True
+    assert read_config(helps)[0].guidance_helps
+    assert ModelManager(extra=[str(helps)], device="cpu").entry("helps").guidance is True
+    (helps / "config.json").write_text(json.dumps({**json.loads((helps / "config.json").read_text()),
+                                                   "guidance": "maybe"}))
+    with pytest.raises(Exception, match='"guidance" must be true or false'):
+        read_config(helps)

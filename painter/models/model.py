@@ -26,6 +26,9 @@ class ModelConfig:
     # The sampling settings this model paints best with (config.json "sampling"), used where a caller gives
     # none: a small model that memorised its data wants a low temperature. Empty: the reference's defaults.
     sampling: dict = field(default_factory=dict)
+    # Whether guidance_scale > 1 helps this model (config.json "guidance"); None: it may, when the model was
+    # trained with caption dropout. A model that memorised its data paints worse with guidance and says so.
+    guidance: bool | None = None
 
     @property
     def img_vocab_size(self) -> int:
@@ -86,7 +89,15 @@ class ModelConfig:
     def to_dict(self) -> dict:
         data = {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len,
                 "caption_dropout": self.caption_dropout}
-        return {**data, "sampling": dict(self.sampling)} if self.sampling else data
+        if self.sampling:
+            data["sampling"] = dict(self.sampling)
+        if self.guidance is not None:
+            data["guidance"] = self.guidance
+        return data
+
+    @property
+    def guidance_helps(self) -> bool:
+        return self.caption_dropout > 0 if self.guidance is None else self.guidance
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling", action="append", default=[], metavar="KEY=VALUE", type=_setting,
                    help="recommended sampling setting stored with the model and used when a user gives none "
                         "(top_k, top_p, temperature, guidance_scale; repeatable), e.g. --sampling temperature=0.3")
+    p.add_argument("--guidance", choices=("yes", "no"),
+                   help="whether guidance_scale > 1 helps the model (the studio offers the slider only then)")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("download", help="download a known model (or hf:OWNER/REPO) into the cache")
@@ -293,7 +295,8 @@ def _convert(args: argparse.Namespace) -> int:
     from painter.precision import PRECISIONS
 
     dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,
-                  vqgan_dir=args.shared_vqgan, sampling=dict(args.sampling))
+                  vqgan_dir=args.shared_vqgan, sampling=dict(args.sampling),
+                  guidance=None if args.guidance is None else args.guidance == "yes")
     log.info("wrote %s", dst)
     return 0
 

@@ -32,7 +32,7 @@ class ModelEntry:
     size: str
     source: str
     licence: str
-    guidance: bool  # trained with caption dropout
+    guidance: bool  # guidance_scale > 1 helps it (its config.json says so, else: trained with caption dropout)
     sampling: dict  # the settings it paints best with (config.json "sampling"); {}: the reference's
 
     @property
@@ -50,7 +50,7 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
     family = known.get("family") or "custom"
     size = known.get("size") or ("large" if config.gpt.n_layer >= 24 else "base")
     return ModelEntry(name, path, family, size, source, known.get("licence", "see the model's files"),
-                      guidance=config.caption_dropout > 0, sampling=config.sampling)
+                      guidance=config.guidance_helps, sampling=config.sampling)
 
 
 class ModelManager:
