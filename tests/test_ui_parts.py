@@ -1,8 +1,7 @@
 import json
-
-import pytest
 import shutil
 
+import pytest
 from PIL import Image
 
 from painter.ui.metadata import read_params, save_png
