@@ -177,17 +177,15 @@ def test_restoring_a_png_with_bad_parameters_restores_nothing_and_says_why(serve
     crafted = save_png(Image.new("RGB", (8, 8)), tmp_path / "crafted.png", {"style": "emoji", **params})
     restored = Client(server, verbose=False).predict(handle_file(str(crafted)), api_name="/restore")
     assert "参数有误" in restored[-1] and message in restored[-1]
-    assert restored[0] is None or restored[0] == ""  # the prompt box is left alone
+    assert restored[0] in (None, "", {"__type__": "update"})  # the prompt box is left alone
 
 
-def test_api_values_left_empty_take_the_presets_settings_and_bad_ones_say_why(server):
-    _, updates = run_job(server, "红苹果", "emoji", "tiny", None, None, None, None, 3, 1, 0)
-    params = read_params(final_png(updates))
-    assert (params["top_k"], params["temperature"]) == (10, 0.2), "the emoji preset's, as in the UI"
+def test_a_bad_api_value_is_answered_with_its_message(server):
     client = Client(server, verbose=False)
     with pytest.raises(Exception) as error:
         client.predict("红苹果", "plain", "tiny", 100, 1.0, 1.0, 1.0, "x", 1, 0, api_name="/generate")
-    assert "None" != str(error.value).strip() and str(error.value).strip(), "a message, not {'error': null}"
+    message = str(error.value).strip()
+    assert message and message != "None" and "float" in message, "a message, not {'error': null}"
 
 
 def test_api_outputs_have_names():
