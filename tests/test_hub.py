@@ -4,8 +4,10 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from painter.serving.cli import main
 from conftest import VOCAB, tiny_model
 
 NAME = "pai-painter-base-zh"
+REAL_SLEEP = time.sleep
 PATH = f"/release/easynlp_modelzoo/alibaba-pai/{NAME}.tgz"
 
 
@@ -42,6 +45,21 @@ class Server:
                 if self.path not in server.files:
                     self.send_error(404, "Not Found")
                     return
+                if server.mode == "redirect":
+                    server.mode = "ok"
+                    self.send_response(302)
+                    self.send_header("Location", server.url.replace("127.0.0.1", "localhost") + self.path)
+                    self.end_headers()
+                    return
+                if server.mode == "chunked":  # broken chunked encoding once: a chunk shorter than announced
+                    server.mode = "ok"
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"ffff\r\n" + server.files[self.path][:100])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
                 if server.mode == "error500":
                     server.mode = "ok"
                     self.send_error(500, "Internal Server Error")
@@ -52,6 +70,12 @@ class Server:
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 body = data[start:]
+                if server.mode == "trickle":  # a byte at a time, forever slower than any floor
+                    for byte in body[:40]:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        REAL_SLEEP(0.05)  # the tests patch time.sleep away for the client's back-off
+                    return
                 if server.mode == "cut":
                     server.mode = "ok"
                     self.wfile.write(body[: len(body) // 2])
@@ -324,3 +348,26 @@ def test_registry_knows_every_published_model():
                  "pai-painter-scenery-base-zh", "pai-painter-painting-base-zh"):
         assert known[name]["sources"][0].endswith(f"/{name}.tgz") and known[name]["paddle"].endswith(".pdparams")
     assert known["demo-large"]["bundled"] == "assets/models/demo-large"
+
+
+def test_a_trickling_server_is_given_up_on_and_the_part_kept(server, archive, online, monkeypatch):
+    server.files[PATH] = archive
+    server.mode = "trickle"
+    monkeypatch.setattr(dl, "SPEED_WINDOW", 0.5)
+    started = time.time()
+    with pytest.raises(dl.DownloadError, match="gave up.*bytes/s"):
+        hub.download(NAME, mirror=server.url, progress=False)
+    assert time.time() - started < 30
+
+
+def test_broken_chunked_encoding_is_retried_and_a_redirect_to_another_host_is_logged(server, archive, online,
+                                                                                    monkeypatch, caplog):
+    server.files[PATH] = archive
+    monkeypatch.setitem(hub.registry()[NAME], "sha256", hashlib.sha256(archive).hexdigest())
+    server.mode = "chunked"
+    assert hub.download(NAME, mirror=server.url, progress=False) == online / NAME
+    assert "retrying" in caplog.text
+    shutil.rmtree(online / NAME)
+    server.mode = "redirect"
+    assert hub.download(NAME, mirror=server.url, progress=False) == online / NAME
+    assert "redirected the download to localhost" in caplog.text and "sha256 is checked" in caplog.text

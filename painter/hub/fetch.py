@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -32,6 +33,8 @@ from painter.errors import PainterError
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+MIN_SPEED = 1024  # bytes per second, averaged over SPEED_WINDOW: slower is a stalled server, retried
+SPEED_WINDOW = 60.0
 MAX_EXTRACTED_BYTES = 20 * 1024**3  # no pai-painter archive comes close (the large one is ~1.8 GB)
 REQUIRED_FILES = ("config.json", "pytorch_model.bin", "vocab.txt")
 
@@ -64,6 +67,23 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class SpeedFloor:
+    """Raises ConnectionError when a download has been slower than MIN_SPEED over a whole SPEED_WINDOW: a
+    server trickling a byte every few seconds never trips a socket timeout, and would hang for ever."""
+
+    def __init__(self):
+        self.start, self.bytes = time.monotonic(), 0
+
+    def add(self, n: int) -> None:
+        self.bytes += n
+        elapsed = time.monotonic() - self.start
+        if elapsed >= SPEED_WINDOW:
+            if self.bytes < MIN_SPEED * elapsed:
+                raise ConnectionError(f"the server sent {self.bytes} bytes in {elapsed:.0f} s (under "
+                                      f"{MIN_SPEED} bytes/s)")
+            self.start, self.bytes = time.monotonic(), 0
+
+
 def _check_disk(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if needed > free:
@@ -83,6 +103,10 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
         request = urllib.request.Request(url, headers={"User-Agent": "painter", **({"Range": f"bytes={have}-"} if have else {})})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
+                landed = urllib.parse.urlsplit(response.geturl()).netloc
+                if landed != urllib.parse.urlsplit(url).netloc:
+                    log.warning("%s redirected the download to %s%s", urllib.parse.urlsplit(url).netloc, landed,
+                                "; its sha256 is checked" if sha256 else "")
                 if have and response.status != 206:
                     log.info("%s ignores Range requests; starting the download over", urllib.parse.urlsplit(url).netloc)
                     have = 0
@@ -92,9 +116,11 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                 with open(part, "ab" if have else "wb") as out, tqdm(
                         total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=dest.name, disable=not progress) as bar:
-                    while chunk := response.read(CHUNK):
+                    speed = SpeedFloor()
+                    while chunk := response.read1(CHUNK):  # read1: what has arrived, so a trickle is noticed
                         out.write(chunk)
                         bar.update(len(chunk))
+                        speed.add(len(chunk))
                 got = part.stat().st_size
                 if total is not None and got != total:
                     raise ConnectionError(f"connection closed after {got} of {total} bytes")
@@ -105,7 +131,8 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
             elif exc.code < 500:
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
             attempt = _retry(url, attempt, retries, f"HTTP {exc.code}")
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError,
+                http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead from broken chunking
             if isinstance(exc, OSError) and exc.errno == 28:
                 raise DownloadError(f"the disk is full while downloading {url}; {part} is kept for resuming") from exc
             attempt = _retry(url, attempt, retries, str(exc))
