@@ -200,3 +200,26 @@ def test_a_model_that_says_guidance_hurts_it_gets_no_guidance_slider(easynlp_dir
                                                    "guidance": "maybe"}))
     with pytest.raises(Exception, match='"guidance" must be true or false'):
         read_config(helps)
+
+
+def test_models_are_prepared_in_the_background_and_the_page_says_so(painter_dir, monkeypatch):
+    import threading
+
+    from painter.serving.pipeline import Painter
+    from painter.ui.models import ModelManager
+
+    gate = threading.Event()
+    real = Painter.preview_map
+
+    def slow_preview_map(self):
+        gate.wait(30)
+        return real(self)
+
+    monkeypatch.setattr(Painter, "preview_map", slow_preview_map)
+    manager = ModelManager(extra=[str(painter_dir)], device="cpu", precision="fp32")
+    thread = manager.prepare([painter_dir.name, "not-installed"])
+    assert painter_dir.name in manager.preparation_note() and "首次启动" in manager.preparation_note()
+    gate.set()
+    thread.join(60)
+    assert manager.preparation_note() == "" and manager.preparing == {painter_dir.name: "ready"}
+    assert painter_dir.name in manager._loaded, "the first painting finds the model loaded"

@@ -319,6 +319,11 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                         style = gr.Dropdown(style_choices, value=first_style.id, label="风格 Style", elem_id="style")
                         model = gr.Dropdown(model_choices, value=AUTO, label="模型 Model", elem_id="model")
                     note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1], elem_id="note")
+                    preparing = gr.Markdown(studio.manager.preparation_note(), elem_id="preparing")
+                    timer = gr.Timer(1.0, active=bool(studio.manager.preparation_note()))
+                    timer.tick(lambda: (studio.manager.preparation_note(),
+                                        gr.Timer(active=bool(studio.manager.preparation_note()))),
+                               None, [preparing, timer], api_name=False, show_progress="hidden")
                     with gr.Row():
                         generate = gr.Button("生成 Paint", variant="primary", elem_id="generate")
                         stop = gr.Button("停止 Stop", variant="stop", elem_id="stop")
@@ -418,14 +423,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Namespace]:
+def create_app(argv: list[str] | None = None, prepare: bool = False) -> tuple[gr.Blocks, argparse.Namespace]:
+    """The studio; with ``prepare``, the models the first style paints with are loaded in the background
+    from the start (``python app.py`` does this), and the page says so until they are ready."""
     args = parse_args(argv)
     manager = ModelManager(args.model, device=args.device, precision=args.precision)
     studio = Studio(manager, load_styles(args.styles))
+    if prepare and manager.names:
+        first = next(iter(studio.styles))
+        manager.prepare(list(dict.fromkeys([studio.model_for(first, AUTO)[0], *studio.default_pair()])))
     return build(studio, workers=args.workers, queue_size=args.queue_size), args
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="painter: %(message)s")
-    demo, args = create_app(argv)
+    demo, args = create_app(argv, prepare=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)

@@ -61,6 +61,7 @@ class ModelManager:
         self._errors: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.preparing: dict[str, str] = {}  # model -> waiting, preparing, ready, or its error
         for name, (path, source) in hub.installed().items():
             self._add(name, path, source)
         env = [p for p in os.environ.get("PAINTER_MODELS", "").split(os.pathsep) if p]
@@ -119,6 +120,35 @@ class ModelManager:
             painter.name = name
             self._loaded[name] = painter
             return painter
+
+    def prepare(self, names: list[str]) -> threading.Thread:
+        """Load these models in the background (with the quality check of ``auto`` and the preview map fitted
+        on first use), so the first painting does not wait for them; ``preparing`` says how far it got."""
+        names = [n for n in names if n in self._entries]
+        self.preparing = {n: "waiting" for n in names}
+
+        def run():
+            for name in names:
+                self.preparing[name] = "preparing"
+                try:
+                    self.get(name).preview_map()
+                    self.preparing[name] = "ready"
+                except PainterError as exc:
+                    self.preparing[name] = str(exc)
+                    log.warning("model %s could not be prepared: %s", name, exc)
+
+        thread = threading.Thread(target=run, name="painter-prepare", daemon=True)
+        thread.start()
+        return thread
+
+    def preparation_note(self) -> str:
+        """One line while models are being prepared, '' once they are."""
+        busy = [n for n, state in self.preparing.items() if state in ("waiting", "preparing")]
+        if not busy:
+            return ""
+        done = len(self.preparing) - len(busy)
+        return (f"首次启动：正在准备模型 {busy[0]}…（{done}/{len(self.preparing)}） "
+                f"(First start: preparing {busy[0]}, {done} of {len(self.preparing)} ready.)")
 
     def downloadable(self) -> list[tuple[str, dict]]:
         return [(n, m) for n, m in hub.registry().items() if n not in self._entries and "bundled" not in m]
