@@ -8,7 +8,6 @@ saying which file differs; nothing is fetched again once it is in the cache.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -18,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from painter.data.files import file_sha256
 from painter.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,6 @@ class Package:
 
 def default_cache() -> Path:
     return Path(os.environ.get("PAINTER_DATA_CACHE", Path.home() / ".cache" / "painter" / "data"))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download_command(package: Package, folder: Path) -> list[str]:
@@ -81,7 +73,7 @@ def fetch(package: Package, cache: Path | None = None) -> Path:
                 detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no file came back"]
                 raise DataError(f"could not fetch {package.name}@{package.version}: {detail[0]}")
             os.replace(got[0], path)
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if digest != package.sha256:
         raise DataError(f"{path} has sha256 {digest}, not the pinned {package.sha256}; delete it to fetch it again")
     return path

@@ -19,15 +19,17 @@ FLUENT = "Fluent Emoji (c) Microsoft Corporation, MIT licence"
 FLUENT_3D = _npm("@lobehub/fluent-emoji-3d", "1.1.0",
                  "c1bb7eee7de090205a232518a9ab4adb3df458bfbe8a1f78232991194c8b2e58", "MIT",
                  f"{FLUENT}; 3D renders packaged by LobeHub (@lobehub/fluent-emoji-3d, MIT)")
-FLUENT_COLOR = _npm("@iconify-json/fluent-emoji", "1.2.7",
-                    "8044210dbf11e016d4de85f15d01a243423bd832457e7e2491df1b751c0e272b", "MIT",
-                    f"{FLUENT}; SVG packaged by Iconify (@iconify-json/fluent-emoji)")
-FLUENT_FLAT = _npm("@iconify-json/fluent-emoji-flat", "1.2.6",
-                   "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175", "MIT",
-                   f"{FLUENT}; SVG packaged by Iconify (@iconify-json/fluent-emoji-flat)")
-FLUENT_CONTRAST = _npm("@iconify-json/fluent-emoji-high-contrast", "1.2.6",
-                       "0b92d48c90d2200bd499e3cdd09a127ca6a8c8ddefd34c35eb5a1e4994012ae0", "MIT",
-                       f"{FLUENT}; SVG packaged by Iconify (@iconify-json/fluent-emoji-high-contrast)")
+
+
+def _fluent_svg(suffix: str, version: str, sha256: str) -> Package:
+    name = f"@iconify-json/fluent-emoji{suffix}"
+    return _npm(name, version, sha256, "MIT", f"{FLUENT}; SVG packaged by Iconify ({name})")
+
+
+FLUENT_COLOR = _fluent_svg("", "1.2.7", "8044210dbf11e016d4de85f15d01a243423bd832457e7e2491df1b751c0e272b")
+FLUENT_FLAT = _fluent_svg("-flat", "1.2.6", "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175")
+FLUENT_CONTRAST = _fluent_svg("-high-contrast", "1.2.6",
+                              "0b92d48c90d2200bd499e3cdd09a127ca6a8c8ddefd34c35eb5a1e4994012ae0")
 NOTO = _npm("@iconify-json/noto", "1.2.9", "3e918d88fc945c0bb3d468dbace6f88caef67f01c9f0e7bcae0915a042e8f1ad",
             "Apache-2.0", "Noto Emoji (c) Google LLC, Apache License 2.0; SVG packaged by Iconify (@iconify-json/noto)")
 TWEMOJI = _npm("@iconify-json/twemoji", "1.2.5", "19046dff7d8707ce96212ec86468b36ac5f8e60409629dd13f809265c6d0ebb7",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from painter.data.files import file_sha256
 from painter.errors import PainterError
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
         part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, expected {size}; the download was discarded")
     if sha256:
-        digest = _sha256(part)
+        digest = file_sha256(part)
         if digest != sha256.lower():
             part.unlink()
             raise DownloadError(f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); the download was "
@@ -159,13 +159,6 @@ def _retry(url: str, attempt: int, retries: int, why: str) -> int:
     time.sleep(wait)
     return attempt + 1
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ArchiveError(DownloadError):

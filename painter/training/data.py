@@ -74,11 +74,3 @@ def write_rejects(output: Path, rejects: list[tuple[str, int, str]]) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text("".join(f"{f}\t{line}\t{reason}\n" for f, line, reason in rejects), encoding="utf-8")
     log.warning("%d row(s) skipped; listed in %s", len(rejects), path)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -21,12 +21,12 @@ from torch import nn
 
 from painter import hub
 from painter.checkpoints import build_model, load_checkpoint, load_vqgan, save_painter
-from painter.data.files import atomic_output
+from painter.data.files import atomic_output, file_sha256
 from painter.errors import DataError, PainterError
 from painter.models import GPTConfig, ModelConfig, PainterModel
 from painter.precision import training_autocast
 from painter.text import TextTokenizer
-from painter.training.data import file_digest, read_examples, write_rejects
+from painter.training.data import read_examples, write_rejects
 from painter.training.loop import Distributed, LoopConfig, RunError, claim_output, run
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def encode_images(model: PainterModel, images: torch.Tensor, device: torch.devic
 def load_code_data(path: Path, model: PainterModel, tokenizer: TextTokenizer, cache_dir: Path,
                    device: torch.device, write: bool) -> tuple[CodeData, list]:
     """Codes for the data file, from the cache when the data and VQGAN are unchanged."""
-    key = hashlib.sha256((file_digest(path) + vqgan_digest(model)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((file_sha256(path) + vqgan_digest(model)).encode()).hexdigest()[:16]
     cache = cache_dir / f"codes-{path.stem}-{key}.pt"
     cfg = model.config
     if cache.is_file():
