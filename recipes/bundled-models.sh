@@ -42,8 +42,8 @@ fi
 #    checkpoint on SIGTERM and resumes exactly).
 VQGAN=$RUNS/bundled-vqgan/vqgan
 [[ -s $VQGAN/vqgan.safetensors ]] || VQGAN=$OUT/bundled-vqgan  # another machine: the committed VQGAN
-EPOCHS_BASE=${EPOCHS_BASE:-1.5}
-EPOCHS_LARGE=${EPOCHS_LARGE:-1.5}
+EPOCHS_BASE=${EPOCHS_BASE:-1.2}
+EPOCHS_LARGE=${EPOCHS_LARGE:-1.2}
 train_gpt() {
   OMP_NUM_THREADS=$3 $PY -m painter -q train --vqgan "$VQGAN" --size "$1" --train "$DATA/train.tsv" \
     --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr 1e-3 --warmup-steps 200 \

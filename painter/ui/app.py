@@ -300,7 +300,7 @@ class Studio:
 
 
 def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
-    model_choices = [("自动 · follow the style", AUTO)] + [(n, n) for n in studio.manager.names]
+    model_choices = [("自动 Auto", AUTO)] + [(n, n) for n in studio.manager.names]
     style_choices = [(s.label, s.id) for s in studio.styles.values()]
     first_style = next(iter(studio.styles.values()))
     first = studio.settings_for(first_style.id, AUTO)
