@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,24 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
     shot.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
+
+
+def test_enter_paints_shift_enter_adds_a_line_and_stop_says_it_stopped(browser, studio_url):
+    from selenium.webdriver.common.keys import Keys
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(studio_url)
+    prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    choose(browser, "model", "slow")
+    prompt.send_keys("红苹果")
+    prompt.send_keys(Keys.SHIFT, Keys.ENTER)
+    prompt.send_keys("绿叶")
+    assert prompt.get_attribute("value") == "红苹果\n绿叶", "Shift+Enter starts a new line"
+    assert "tokens" not in browser.find_element(By.CSS_SELECTOR, "#status").text, "and paints nothing"
+    prompt.send_keys(Keys.ENTER)
+    wait.until(lambda d: " / 256 tokens" in d.find_element(By.CSS_SELECTOR, "#status").text)
+    browser.find_element(By.CSS_SELECTOR, "#stop").click()
+    wait.until(lambda d: "已停止 Stopped" in d.find_element(By.CSS_SELECTOR, "#status").text)
+    stopped = browser.find_element(By.CSS_SELECTOR, "#status").text
+    time.sleep(2)
+    assert browser.find_element(By.CSS_SELECTOR, "#status").text == stopped, "nothing paints on after Stop"
