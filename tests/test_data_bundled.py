@@ -304,3 +304,16 @@ def test_atomic_files_get_the_umasks_mode_not_0600(tmp_path):
         assert stat.S_IMODE((tmp_path / "kept.txt").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_domain_measures_tell_the_renderers_domains_apart():
+    """The numbers the preset table reports, on the pictures the bundled models learn each domain from."""
+    from painter.evaluation import domain_measures
+
+    product = domain_measures(renderers.product_shot(red_ball(), 128, seed=1))
+    scene = domain_measures(renderers.scene(red_ball(), "高山", 128, seed=1))
+    ink = domain_measures(renderers.ink_wash(red_ball(), 128, seed=1, font_path=_font()))
+    plain = domain_measures(pad_square(red_ball(), 128, 112))
+    assert product["white_border"] > 0.95 and scene["white_border"] < 0.05
+    assert scene["fills_frame"] > 0.95 and product["fills_frame"] < 0.5
+    assert ink["ink_tones"] > 0.95 and scene["ink_tones"] < 0.9 and plain["ink_tones"] < ink["ink_tones"]
