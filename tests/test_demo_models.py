@@ -16,7 +16,7 @@ MODELS = hub.PROJECT_ROOT / "assets" / "models"
 
 def test_the_pair_is_bundled_small_and_shares_one_vqgan():
     total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
-    assert total <= 40e6, total
+    assert total <= 60e6, total  # everything shipped in assets/models, the bundled 128 px VQGAN included
     configs = {}
     for name in ("demo-base", "demo-large"):
         checkpoint = load_checkpoint(hub.resolve(name))
