@@ -323,3 +323,23 @@ def test_a_model_folder_that_is_a_symlink_loop_is_reported(tmp_path, caplog):
     assert main(["-q", "predict", "--model", str(loop), "--input", str(tmp_path / "in.tsv"), "--output",
                  str(out)]) == EXIT_ERROR
     assert "Traceback" not in caplog.text and str(loop) in caplog.text
+
+
+def test_a_vqgan_alone_converts_to_fp16_and_refuses_model_options(tmp_path):
+    from safetensors.torch import load_file
+
+    from painter.checkpoints import load_vqgan, save_vqgan
+    from conftest import tiny_model
+
+    vqgan = tiny_model().first_stage_model
+    src = save_vqgan(vqgan, tmp_path / "vqgan")
+    dst = convert(src, tmp_path / "half", dtype=torch.float16)
+    stored = load_file(dst / "vqgan.safetensors")
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    assert (dst / "vqgan.safetensors").stat().st_size < 0.6 * (src / "vqgan.safetensors").stat().st_size
+    again = load_vqgan(dst)
+    assert again.config == vqgan.config
+    for k, v in vqgan.state_dict().items():
+        assert torch.allclose(again.state_dict()[k], v.half().float())
+    with pytest.raises(CheckpointError, match="a VQGAN alone"):
+        convert(src, tmp_path / "other", to="easynlp")
