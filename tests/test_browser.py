@@ -73,7 +73,7 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
 
     # the bundled demo model when it is there (it paints a real apple for the README's screenshot)
     model = "demo-large" if (hub.PROJECT_ROOT / "assets" / "models" / "demo-large").is_dir() else "slow"
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 120)
     browser.get(studio_url)
     prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
     if model == "demo-large":  # the plain style shows each model's recommended settings (its config.json)
@@ -103,7 +103,7 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
 def test_enter_paints_shift_enter_adds_a_line_and_stop_says_it_stopped(browser, studio_url):
     from selenium.webdriver.common.keys import Keys
 
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 120)
     browser.get(studio_url)
     prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
     choose(browser, "model", "slow")
