@@ -234,3 +234,16 @@ def test_a_client_that_disconnects_mid_stream_frees_the_worker(server, monkeypat
     time.sleep(1.5)
     assert len(frames) == seen < 256  # sampling stopped with the connection
     assert "16 / 16" in run_job(server, *paint_args())[1][-1][1]
+
+
+def test_an_empty_prompt_is_logged_in_one_line_without_a_traceback(server, capfd, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="painter.ui.app")
+    capfd.readouterr()
+    with pytest.raises(Exception, match="请输入提示词"):
+        Client(server, verbose=False).predict(*paint_args(prompt="   "), api_name="/generate")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    assert [r.getMessage() for r in caplog.records if r.name == "painter.ui.app"] == [
+        "refused: 请输入提示词，例如「红苹果」。 (Type a prompt first.)"]

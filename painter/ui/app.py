@@ -58,6 +58,12 @@ def display(image: Image.Image) -> Image.Image:
     return image.resize((DISPLAY, DISPLAY), Image.LANCZOS)
 
 
+def user_error(message: str) -> gr.Error:
+    """An error the user can fix: shown to them, logged in one line (Gradio would print a traceback)."""
+    log.info("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
 def prompt_notes(tokens, text_len: int) -> list[str]:
     """What the user should know about how the model read the prompt."""
     notes = []
@@ -161,20 +167,20 @@ class Studio:
     def _check(self, prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every):
         """Checked numbers; a sampling setting left empty (None) is the model's recommended one."""
         if not isinstance(prompt, str) or not prompt.strip():
-            raise gr.Error("请输入提示词，例如「红苹果」。 (Type a prompt first.)")
+            raise user_error("请输入提示词，例如「红苹果」。 (Type a prompt first.)")
         try:
             sampling = {k: None if v is None else kind(v) for k, kind, v in
                         (("top_k", int, top_k), ("top_p", float, top_p), ("temperature", float, temperature),
                          ("guidance_scale", float, guidance))}
             values = dict(**sampling, seed=int(seed), num_images=int(num_images), preview_every=int(preview_every))
         except (TypeError, ValueError) as exc:
-            raise gr.Error(f"参数不是数字 (a parameter is not a number): {exc}") from exc
+            raise user_error(f"参数不是数字 (a parameter is not a number): {exc}") from exc
         if not 1 <= values["num_images"] <= 4:
-            raise gr.Error("图片数量须在 1 到 4 之间 (1 to 4 images).")
+            raise user_error("图片数量须在 1 到 4 之间 (1 to 4 images).")
         if not 0 <= values["preview_every"] <= 256:
-            raise gr.Error("预览间隔须在 0 到 256 之间 (preview interval 0 to 256).")
+            raise user_error("预览间隔须在 0 到 256 之间 (preview interval 0 to 256).")
         if not (values["seed"] == -1 or 0 <= values["seed"] <= MAX_SEED):
-            raise gr.Error("种子须为 -1（随机）或非负整数 (seed -1 for random, or >= 0).")
+            raise user_error("种子须为 -1（随机）或非负整数 (seed -1 for random, or >= 0).")
         return values
 
     def paint(self, prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed, num_images,
@@ -211,7 +217,7 @@ class Studio:
                 else:
                     yield images, status, used_seed, params
         except PainterError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise user_error(str(exc)) from exc
 
     def create(self, prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed, num_images,
                preview_every, history):
@@ -231,7 +237,7 @@ class Studio:
         try:
             seed = resolve_seed(int(seed))
         except (TypeError, ValueError, PainterError) as exc:
-            raise gr.Error(f"种子须为 -1 或非负整数 (seed must be -1 or a whole number >= 0): {exc}") from exc
+            raise user_error(f"种子须为 -1 或非负整数 (seed must be -1 or a whole number >= 0): {exc}") from exc
         streams = {side: self.paint(prompt, "plain", model, None, None, None, None, seed, 1, preview_every,
                                     stream_name=f"{model} · ")
                    for side, model in (("a", model_a), ("b", model_b))}
