@@ -16,13 +16,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from painter.data.emoji_styles import has_skin_tone
 from painter.data.files import atomic_output
 from painter.data.tsv import tsv_line
 from painter.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SKIN_TONES = {"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"}
 TEMPLATES = ("{name}", "一个{name}", "{name}的图标", "扁平风格的{name}")
 VALID_FRACTION = 0.05
 ATTRIBUTION = """# Emoji data set
@@ -60,7 +60,7 @@ def emoji_images() -> tuple[list[EmojiImage], int, int]:
     images, tones, unnamed = [], 0, 0
     for path in sorted(folder.glob("*.png")):
         points = path.stem.split("-")
-        if SKIN_TONES & set(points):
+        if has_skin_tone(path.stem):
             tones += 1
             continue
         name = _chinese_name(emoji, points)
