@@ -188,6 +188,18 @@ def test_a_bad_api_value_is_answered_with_its_message(server):
     assert message and message != "None" and "float" in message, "a message, not {'error': null}"
 
 
+def test_sampling_left_empty_in_the_api_is_the_presets(server):
+    client = Client(server, verbose=False)
+    parameters = {p["parameter_name"]: p for p in
+                  client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]}
+    assert all(parameters[k]["parameter_default"] is None for k in ("top_k", "top_p", "temperature", "guidance"))
+    result = client.predict("红苹果", "emoji", "tiny", seed=5, preview_every=0, api_name="/generate")
+    params = read_params(final_png([result]))
+    assert (params["style"], params["top_k"], params["temperature"]) == ("emoji", 10, 0.2)  # styles/emoji.json
+    result = client.predict("红苹果", "emoji", "tiny", None, None, 0.7, None, 5, 1, 0, api_name="/generate")
+    assert (read_params(final_png([result]))["top_k"], read_params(final_png([result]))["temperature"]) == (10, 0.7)
+
+
 def test_api_outputs_have_names():
     from painter.ui.app import build
 

@@ -58,6 +58,18 @@ def display(image: Image.Image) -> Image.Image:
     return image.resize((DISPLAY, DISPLAY), Image.LANCZOS)
 
 
+def may_be_empty(slider: gr.Slider) -> gr.Slider:
+    """A sampling slider that may be empty: the API leaves a setting out (None) to get the preset's or the
+    model's value. It starts empty and the page fills it when it loads, so the API's defaults are empty too,
+    not the first preset's numbers. (A subclass would make Gradio write a .pyi file into this package.)"""
+    checked, info = slider.preprocess, slider.api_info()
+    slider.preprocess = lambda payload: None if payload is None else checked(payload)
+    slider.api_info = lambda: {"anyOf": [info, {"type": "null"}],
+                               "description": f"{slider.minimum} to {slider.maximum}; empty: the preset's value"}
+    slider.value = None
+    return slider
+
+
 def user_error(message: str) -> gr.Error:
     """An error the user can fix: shown to them, logged in one line (Gradio would print a traceback)."""
     log.info("refused: %s", message)
@@ -149,7 +161,10 @@ class Studio:
 
     def style_changed(self, style_id: str, choice: str):
         """A new style or model: its note, sampling settings (``settings_for``) and the examples it paints."""
-        plan = self.plan(style_id, choice)
+        try:
+            plan = self.plan(style_id, choice)
+        except PainterError as exc:  # no model installed: the page still opens, saying so
+            return (str(exc), *(gr.skip(),) * 5)
         s = plan.sampling
         return (plan.note, gr.update(value=s.top_k), gr.update(value=s.top_p),
                 gr.update(value=s.temperature), gr.update(value=s.guidance_scale),
@@ -219,8 +234,9 @@ class Studio:
         except PainterError as exc:
             raise user_error(str(exc)) from exc
 
-    def create(self, prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed, num_images,
-               preview_every, history):
+    def create(self, prompt, style_id, model_choice, top_k=None, top_p=None, temperature=None, guidance=None,
+               seed=-1, num_images=1, preview_every=8, history=None):
+        """The Create tab's job and the /generate API; a sampling setting left empty is the preset's."""
         history = list(history or [])
         for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p,
                                                               temperature, guidance, seed, num_images, preview_every):
@@ -309,7 +325,6 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
     model_choices = [("自动 Auto", AUTO)] + [(n, n) for n in studio.manager.names]
     style_choices = [(s.label, s.id) for s in studio.styles.values()]
     first_style = next(iter(studio.styles.values()))
-    first = studio.settings_for(first_style.id, AUTO)
     # Gradio's own upload cache is swept too: files older than an hour, checked every ten minutes
     with gr.Blocks(title="Painter 画师", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Painter 画师\n中文文生图：输入提示词，看着画一笔一笔画出来。 Chinese text-to-image, painted token by token.")
@@ -339,12 +354,14 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
-                        top_k = gr.Number(value=first.top_k, precision=0, minimum=1, label="top-k")
-                        top_p = gr.Slider(0.05, 1.0, value=first.top_p, step=0.05, label="top-p")
-                        temperature = gr.Slider(0.1, 2.0, value=first.temperature, step=0.05, label="温度 Temperature",
-                                                elem_id="temperature")
-                        guidance = gr.Slider(1.0, 10.0, value=first.guidance_scale, step=0.5, label="引导 Guidance",
-                                             interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"])
+                        # empty until the page loads the first preset's settings (so the API's defaults are empty)
+                        top_k = gr.Number(value=None, precision=0, minimum=1, label="top-k")
+                        top_p = may_be_empty(gr.Slider(0.05, 1.0, step=0.05, label="top-p"))
+                        temperature = may_be_empty(gr.Slider(0.1, 2.0, step=0.05, label="温度 Temperature",
+                                                             elem_id="temperature"))
+                        guidance = may_be_empty(gr.Slider(
+                            1.0, 10.0, step=0.5, label="引导 Guidance",
+                            interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"]))
                     with gr.Row():
                         seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)")
                         used = gr.Textbox(value="", label="所用种子 Seed used", interactive=False, elem_id="used")
@@ -366,6 +383,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                                   api_name=False, concurrency_id=PAINT_GROUP)
         stop.click(studio.stopped, [status], [status], cancels=[event, submitted], api_name=False)
         examples.click(lambda row: row[0], [examples], [prompt], api_name=False)
+        demo.load(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
+                  api_name=False)
         for trigger in (style, model):
             # .input, not .change: restoring a PNG or a history item sets style and model with their own settings
             trigger.input(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
