@@ -146,6 +146,21 @@ def test_stop_says_it_stopped_and_cancels_enter_too():
     assert len(cancelling) == 1 and len(cancelling[0]["cancels"]) == 2, "Stop cancels the button's and Enter's jobs"
 
 
+def test_after_stop_a_job_sends_nothing_more_and_other_browsers_paint_on(tmp_path):
+    from types import SimpleNamespace
+
+    studio = _studio(tmp_path)
+    mine, theirs = SimpleNamespace(session_hash="a"), SimpleNamespace(session_hash="b")
+    job = studio.create("红苹果", "emoji", "demo-large", seed=1, preview_every=8, request=mine)
+    other = studio.create("红苹果", "emoji", "demo-large", seed=1, preview_every=8, request=theirs)
+    status = next(job)[1]
+    next(other)
+    assert studio.stop(status, mine) == f"已停止 Stopped at {status.split(' · ')[0]}."
+    assert list(job) == [], "no frame after Stop"
+    assert "256 / 256" in list(other)[-1][1], "another browser's job goes on"
+    assert len(list(studio.create("红苹果", "emoji", "demo-large", seed=1, preview_every=64, request=mine))) == 4
+
+
 def test_history_captions_name_the_preset_and_reuse_returns_to_create():
     from types import SimpleNamespace
 

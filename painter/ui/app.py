@@ -37,8 +37,21 @@ AUTO = "auto"
 PAINT_GROUP = "paint"
 CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
+# The upload box's own words follow the browser's language only; ours are in both, like every label.
+# On a phone, tighter tabs and margins keep all four tabs in sight instead of behind a "..." menu. A <style>
+# in the head, since Gradio scopes launch(css=...) inside the page's container, below the margins.
+STUDIO_HEAD = """<style>
+#restore [data-testid="upload-text"] { font-size: 0; }
+#restore [data-testid="upload-text"] .or { display: none; }
+#restore [data-testid="upload-text"]::after { content: "拖入或点击上传 PNG · Drop or click to upload a PNG";
+    font-size: var(--text-md); }
+@media (max-width: 640px) {
+  .main.fillable { padding-left: 8px !important; padding-right: 8px !important; }
+  .tab-container button { padding: 4px 3px !important; font-size: 12px !important; }
+}
+</style>"""
 # show_error: a bad value sent through the API (a top-k of "abc") gets its message, not {"error": null}
-LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "show_error": True}
+LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "head": STUDIO_HEAD, "show_error": True}
 ARTICLE_EXAMPLES = ["宽松T恤", "女童套头毛衣打底衫秋冬针织衫童装儿童内搭上衣", "春夏真皮工作鞋女深色软皮久站舒适上班面试职业皮鞋",
                     "一只俏皮的狗正跑过草地", "一片水域的景色以日落为背景"]
 EMOJI_EXAMPLES = ["红苹果", "火箭", "狐狸", "樱桃", "一个笑脸"]
@@ -104,6 +117,7 @@ class Studio:
         self.manager = manager
         self.styles = {s.id: s for s in styles}
         self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="painter-studio-"))
+        self._stops: set[str | None] = set()  # sessions whose Stop came after their job started
         if output_dir is None:  # ours: removed when the studio exits
             atexit.register(shutil.rmtree, self.output_dir, True)
 
@@ -235,11 +249,17 @@ class Studio:
             raise user_error(str(exc)) from exc
 
     def create(self, prompt, style_id, model_choice, top_k=None, top_p=None, temperature=None, guidance=None,
-               seed=-1, num_images=1, preview_every=8, history=None):
-        """The Create tab's job and the /generate API; a sampling setting left empty is the preset's."""
+               seed=-1, num_images=1, preview_every=8, history=None, request: gr.Request = None):
+        """The Create tab's job and the /generate API; a sampling setting left empty is the preset's.
+        After Stop, nothing more is sent: a frame painted while the cancel travels would otherwise replace
+        "已停止 Stopped" with "48 / 256 tokens" as if the job went on."""
         history = list(history or [])
+        session = getattr(request, "session_hash", None)
+        self._stops.discard(session)
         for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p,
                                                               temperature, guidance, seed, num_images, preview_every):
+            if session in self._stops:
+                return
             if images and isinstance(images[0], Path):
                 history = [{**params, "seed": params["seed"] + i, "path": str(p)}
                            for i, p in enumerate(images)] + history
@@ -300,6 +320,11 @@ class Studio:
         """A History caption: the preset first, so two pictures of one prompt in two styles differ."""
         style = self.styles.get(item["style"])
         return f"{style.name_zh if style else item['style']} · {item['prompt']} · {item['model']} · seed {item['seed']}"
+
+    def stop(self, status: str, request: gr.Request = None) -> str:
+        """Stop: this browser's job sends nothing more (Gradio cancels it too), and the status says so."""
+        self._stops.add(getattr(request, "session_hash", None))
+        return self.stopped(status)
 
     @staticmethod
     def stopped(status: str) -> str:
@@ -370,18 +395,24 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                         reuse_seed = gr.Button("♻️ 复用种子 Reuse")
                     num_images = gr.Slider(1, 4, value=1, step=1, label="图片数量 Images")
                     preview_every = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every N tokens")
-                    restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"])
+                    restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"],
+                                           elem_id="restore")
                     restore_msg = gr.Markdown("")
             examples = gr.Dataset(components=[prompt], samples=[[e] for e in studio.plan(first_style.id, AUTO).examples],
                                   label="示例 Examples")
             gr.Examples([[e] for e in ARTICLE_EXAMPLES], inputs=[prompt], label="文章中的例子 From the article")
 
         inputs = [prompt, style, model, top_k, top_p, temperature, guidance, seed, num_images, preview_every]
+        # the status line says how far painting is, so Gradio's own overlay (which says "Error" over a job
+        # cancelled by Stop) is not shown; errors still come as a message
         event = generate.click(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
-                               api_name="generate", concurrency_id=PAINT_GROUP, concurrency_limit=workers)
+                               api_name="generate", concurrency_id=PAINT_GROUP, concurrency_limit=workers,
+                               show_progress="hidden")
         submitted = prompt.submit(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
-                                  api_name=False, concurrency_id=PAINT_GROUP)
-        stop.click(studio.stopped, [status], [status], cancels=[event, submitted], api_name=False)
+                                  api_name=False, concurrency_id=PAINT_GROUP, show_progress="hidden")
+        # the message comes after the cancel: the browser shows a cancelled stream's last frame once more
+        stop.click(None, None, None, cancels=[event, submitted], api_name=False).then(
+            studio.stop, [status], [status], api_name=False)
         examples.click(lambda row: row[0], [examples], [prompt], api_name=False)
         demo.load(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
                   api_name=False)
