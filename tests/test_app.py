@@ -259,3 +259,44 @@ def test_an_empty_prompt_is_logged_in_one_line_without_a_traceback(server, capfd
     assert "Traceback" not in out + err
     assert [r.getMessage() for r in caplog.records if r.name == "painter.ui.app"] == [
         "refused: 请输入提示词，例如「红苹果」。 (Type a prompt first.)"]
+
+
+def call_by_index(url: str, fn_index: int, data: list, event_data=None) -> dict:
+    """An event called as a crafted client would: by its number, with any payload (Gradio lets a client call
+    events marked private this way)."""
+    import json
+    import urllib.request
+
+    session = f"crafted{fn_index}"
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data}
+    request = urllib.request.Request(url + "gradio_api/queue/join", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(request, timeout=30).read()
+    with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=60) as stream:
+        for line in stream:
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"event {fn_index} never completed")
+
+
+def test_private_events_called_with_crafted_payloads_do_no_harm(server, tmp_path):
+    from painter.ui.app import build
+
+    config = build(studio_for_api()).get_config_file()
+    private = [d for d in config["dependencies"] if d.get("api_visibility") == "private"]
+    junk = ["x" * 5000, -10**12, None, {"path": "/etc/passwd"}, ["../../etc/passwd"]]
+    before = {p.name for p in tmp_path.iterdir()}
+    for dep in private:
+        for value in junk:
+            message = call_by_index(server, dep["id"], [value] * len(dep["inputs"]), {"index": 10**9, "value": value})
+            output = message.get("output", {})
+            if not message.get("success"):
+                error = str(output.get("error") or "")
+                assert error, (dep["id"], value, message)  # a message, not null
+                if not error.startswith("Could not preprocess input"):  # Gradio's own check of the payload
+                    assert not any(w in error for w in ("out of range", "has no attribute", "not subscriptable")), error
+            assert "root:x:" not in str(output) and "/etc/passwd" not in str(output.get("data")), (dep["id"], value)
+    assert {p.name for p in tmp_path.iterdir()} == before
+    assert "16 / 16 tokens" in run_job(server, *paint_args())[1][-1][1], "the studio still paints"

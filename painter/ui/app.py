@@ -311,7 +311,10 @@ class Studio:
 
     def reuse(self, history, evt: gr.SelectData):
         """A History picture's settings back in the Create tab, which is shown again."""
-        item = (history or [])[evt.index]
+        history = history or []
+        if not isinstance(evt.index, int) or not 0 <= evt.index < len(history):  # only a crafted call gets here
+            return (*(gr.skip(),) * 9, gr.skip())
+        item = history[evt.index]
         model = item["model"] if item["model"] in self.manager.names else AUTO
         return (item["prompt"], item["style"], model, self.plan(item["style"], model).note, item["seed"],
                 item["top_k"], item["top_p"], item["temperature"], item["guidance_scale"], gr.Tabs(selected=CREATE_TAB))
@@ -328,7 +331,7 @@ class Studio:
 
     @staticmethod
     def stopped(status: str) -> str:
-        first = (status or "").split("\n")[0]
+        first = str(status or "").split("\n")[0]
         return f"已停止 Stopped{(' at ' + first.split(' · ')[0]) if ' / ' in first else ''}."
 
     def models_table(self):
@@ -413,7 +416,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
         # the message comes after the cancel: the browser shows a cancelled stream's last frame once more
         stop.click(None, None, None, cancels=[event, submitted], api_name=False).then(
             studio.stop, [status], [status], api_name=False)
-        examples.click(lambda row: row[0], [examples], [prompt], api_name=False)
+        examples.click(lambda row: row[0] if row else gr.skip(), [examples], [prompt], api_name=False)
         demo.load(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
                   api_name=False)
         for trigger in (style, model):
