@@ -161,7 +161,7 @@ class StaticStep:
         device = cache.keys.device
         self.gpt, self.cache = gpt, cache
         self.idx = torch.zeros(rows, 1, dtype=torch.long, device=device)
-        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # every row at the same step
         self.graph, self.trace = None, compile and device.type != "cuda"
         if compile and device.type == "cuda":
             side = torch.cuda.Stream(device)

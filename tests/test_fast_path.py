@@ -97,7 +97,7 @@ def test_fused_qkv_and_the_static_step_match_the_cached_forward():
         cache = KVCache.empty(gpt.config, 3, torch.float32, CPU, max_len=ids.shape[1])
         fused.forward_cached(ids[:, :32], cache)
         for pos in range(32, ids.shape[1]):
-            logits = fused.forward_static(ids[:, pos:pos + 1], cache, torch.tensor(pos))
+            logits = fused.forward_static(ids[:, pos:pos + 1], cache, torch.full((len(ids),), pos))
             cache.length += 1
             assert torch.allclose(logits, full[:, pos], atol=1e-5)
 

@@ -135,13 +135,15 @@ class CausalSelfAttention(nn.Module):
 
     def forward_static(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor,
                        visible: torch.Tensor) -> torch.Tensor:
-        """One token per row at position ``pos`` (a 0-d device tensor) with shapes that never change: the
-        key/value are written with index_copy_ and attention covers the whole cache, ``visible`` [L] masking
-        the unfilled part. This is what a CUDA graph can capture once and replay for every step."""
+        """One token per row, row b at position ``pos[b]`` (a [B] device tensor), with shapes that never
+        change: each row's key/value are written at its own position and attention covers the whole cache,
+        ``visible`` [B, 1, 1, L] masking what a row has not filled. A CUDA graph can capture this once and
+        replay it for every step, and rows at different steps (continuous batching) share one call."""
         q, k, v = self._qkv(x)
         k_buf, v_buf = cache
-        k_buf.index_copy_(2, pos.view(1), k)
-        v_buf.index_copy_(2, pos.view(1), v)
+        rows = torch.arange(x.shape[0], device=x.device)
+        k_buf[rows, :, pos] = k[:, :, 0]
+        v_buf[rows, :, pos] = v[:, :, 0]
         return self._out(F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=visible))
 
 
@@ -216,11 +218,12 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x[:, -1]))
 
     def forward_static(self, idx: torch.Tensor, cache: KVCache, pos: torch.Tensor) -> torch.Tensor:
-        """The fixed-shape twin of ``forward_cached`` for one token per row (idx [B, 1]) at ``pos``, a 0-d long
-        tensor on the model's device: no Python int depends on the step, so the call can be graph-captured.
-        Positions before ``pos`` must be filled; the caller advances ``pos`` and ``cache.length``."""
-        x = self.drop(self.tok_emb(idx) + self.pos_emb[0].index_select(0, pos.view(1)))
-        visible = (torch.arange(cache.max_len, device=idx.device) <= pos).view(1, -1)
+        """The fixed-shape twin of ``forward_cached`` for one token per row (idx [B, 1]), row b at position
+        ``pos[b]`` (a [B] long tensor on the model's device): no Python int depends on the step, so the call
+        can be graph-captured. Each row's positions before its own must be filled; the caller advances ``pos``
+        (and ``cache.length``, which the cache's other users read)."""
+        x = self.drop(self.tok_emb(idx) + self.pos_emb[0].index_select(0, pos).unsqueeze(1))
+        visible = (torch.arange(cache.max_len, device=idx.device) <= pos[:, None]).view(len(pos), 1, 1, -1)
         for layer, block in enumerate(self.blocks):
             x = block.forward_static(x, (cache.keys[layer], cache.values[layer]), pos, visible)
         return self.head(self.ln_f(x[:, -1]))

@@ -1,0 +1,234 @@
+"""Continuous batching: one thread owns a model's GPT and samples every request sent to it in one running batch.
+
+A request (a prompt's images with their seeds and sampling settings) joins the batch at the next token step:
+its caption is prefilled into free rows of the engine's key/value cache, and from then on each step feeds one
+token per row, every row at its own position (``GPT.forward_static``). A request leaves when its last code is
+drawn or when its caller goes away (Stop, a closed browser tab), and its rows are reused at once. The batch
+never decides what a request paints: each image keeps its own generator (the seed contract of sampling.py)
+and its own settings (top-k, top-p, temperature, guidance per request), so in fp32 an image is token for token
+what it is alone. Decoding is left to the caller's thread, so the engine keeps sampling while pictures are
+decoded.
+
+Kept apart from the model, as in vLLM's scheduler: the engine only decides which rows run; the model code only
+runs rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from painter.errors import SamplingError
+from painter.models import GPT, KVCache
+from painter.sampling import ATTEND_BUCKET, SamplingConfig, draw, guide, make_generators, next_token_probs
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt's images in the running batch. ``updates`` receives (step, codes [n, img_len]) whenever a
+    preview is due and at the last step, an exception if sampling failed, then _END."""
+
+    text_ids: list[int]
+    seeds: list[int]
+    sampling: SamplingConfig
+    preview_every: int
+    updates: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # set by the engine when the request joins
+    generators: list[torch.Generator] = field(default_factory=list)
+    codes: torch.Tensor | None = None
+    step: int = 0  # codes drawn so far
+
+    @property
+    def rows(self) -> int:
+        """Cache rows: one per image, and one more per image for the unconditional caption under guidance."""
+        return len(self.seeds) * (2 if self.sampling.guided else 1)
+
+
+class Ticket:
+    """The caller's side of a request: iterate for (step, codes) updates; closing it (or dropping it) cancels."""
+
+    def __init__(self, request: Request):
+        self.request = request
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        try:
+            while True:
+                item = self.request.updates.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        self.request.cancelled.set()
+
+    def __del__(self):
+        self.cancel()
+
+
+class Engine:
+    """Samples image codes for every request submitted, ``max_batch`` cache rows at most (a guided image
+    takes two); requests beyond that wait for rows to free. The thread starts on the first request."""
+
+    def __init__(self, gpt: GPT, uncond_ids: Sequence[int], img_len: int, device: torch.device, max_batch: int,
+                 dtype: torch.dtype | None = None):
+        if max_batch < 1:
+            raise SamplingError(f"max_batch must be at least 1, got {max_batch}")
+        self.gpt, self.img_len, self.device, self.max_batch = gpt, img_len, device, max_batch
+        self.text_len = len(uncond_ids)
+        self.uncond = torch.tensor([list(uncond_ids)], dtype=torch.long, device=device)
+        self.dtype = dtype or gpt.pos_emb.dtype
+        self.cache = KVCache.empty(gpt.config, max_batch, self.dtype, device, max_len=self.text_len + img_len - 1)
+        self.waiting: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.active: list[Request] = []  # their rows fill the cache from row 0, in this order
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- the caller's side --------------------------------------------------------------------------------
+
+    def submit(self, text_ids: Sequence[int], seeds: Sequence[int], sampling: SamplingConfig,
+               preview_every: int = 0) -> Ticket:
+        request = Request(list(text_ids), list(seeds), sampling, preview_every)
+        if len(request.text_ids) != self.text_len:
+            raise SamplingError(f"a caption of {len(request.text_ids)} tokens; this model reads {self.text_len}")
+        if request.rows > self.max_batch:
+            raise SamplingError(f"{len(request.seeds)} images{' with guidance' if sampling.guided else ''} need "
+                                f"{request.rows} rows; this engine has {self.max_batch} (--max-batch)")
+        self.waiting.put(request)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="painter-engine", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return Ticket(request)
+
+    # -- the engine's thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: list[Request] = []
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while True:
+                while not self.waiting.empty():
+                    pending.append(self.waiting.get())
+                pending = [r for r in pending if not self._dropped(r)]
+                try:
+                    pending = self._admit(pending)
+                    if not self.active:
+                        break
+                    self._step()
+                except Exception as exc:  # a failed step fails the requests in it, never the engine
+                    log.exception("sampling failed")
+                    for request in self.active:
+                        request.updates.put(exc)
+                        request.updates.put(_END)
+                    self.active = []
+                self._leave()
+
+    @staticmethod
+    def _dropped(request: Request) -> bool:
+        if request.cancelled.is_set():
+            request.updates.put(_END)
+            return True
+        return False
+
+    def _used_rows(self) -> int:
+        return sum(r.rows for r in self.active)
+
+    @torch.inference_mode()
+    def _admit(self, pending: list[Request]) -> list[Request]:
+        """Prefill the captions of the waiting requests that fit (in order of arrival) and draw their first
+        codes; returns those still waiting."""
+        free, joining, rest = self.max_batch - self._used_rows(), [], []
+        for request in pending:
+            if not rest and request.rows <= free:
+                joining.append(request)
+                free -= request.rows
+            else:
+                rest.append(request)
+        if not joining:
+            return rest
+        ids = torch.tensor([row for r in joining for row in self._row_ids(r)], dtype=torch.long, device=self.device)
+        scratch = KVCache.empty(self.gpt.config, len(ids), self.dtype, self.device, max_len=self.text_len)
+        logits = self.gpt.forward_cached(ids, scratch)
+        first = self._used_rows()
+        self.cache.keys[:, first:first + len(ids), :, :self.text_len] = scratch.keys
+        self.cache.values[:, first:first + len(ids), :, :self.text_len] = scratch.values
+        start = 0
+        for request in joining:
+            request.generators = make_generators(request.seeds, self.device)
+            request.codes = torch.zeros(len(request.seeds), self.img_len, dtype=torch.long, device=self.device)
+            self.active.append(request)
+            self._draw(request, logits[start:start + request.rows])
+            start += request.rows
+        return rest
+
+    def _row_ids(self, request: Request) -> list[list[int]]:
+        rows = [request.text_ids] * len(request.seeds)
+        if request.sampling.guided:
+            rows += self.uncond.tolist() * len(request.seeds)
+        return rows
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        """Feed every active row its last code at its own position; draw each request's next codes."""
+        fed, pos = [], []
+        for request in self.active:
+            last = request.codes[:, request.step - 1]
+            fed.append(torch.cat([last, last]) if request.sampling.guided else last)
+            pos += [self.text_len + request.step - 1] * request.rows
+        rows = len(pos)
+        # attend over the filled part of the cache, rounded up so a traced step meets few shapes
+        window = min(self.cache.max_len, -(-(max(pos) + 1) // ATTEND_BUCKET) * ATTEND_BUCKET)
+        cache = KVCache(self.cache.keys[:, :rows, :, :window], self.cache.values[:, :rows, :, :window])
+        logits = self.gpt.forward_static(torch.cat(fed).view(rows, 1), cache,
+                                         torch.tensor(pos, dtype=torch.long, device=self.device))
+        start = 0
+        for request in self.active:
+            self._draw(request, logits[start:start + request.rows])
+            start += request.rows
+
+    def _draw(self, request: Request, logits: torch.Tensor) -> None:
+        cfg = request.sampling
+        if cfg.guided:
+            logits = guide(logits, cfg.guidance_scale)
+        request.codes[:, request.step] = draw(next_token_probs(logits, cfg), request.generators)
+        request.step += 1
+        if request.step == self.img_len or (request.preview_every and request.step % request.preview_every == 0):
+            request.updates.put((request.step, request.codes.clone()))
+
+    def _leave(self) -> None:
+        """Drop finished and cancelled requests and move the rows after them up, so the active rows stay
+        packed from row 0 (one step then runs rows 0..n-1 only)."""
+        keep, old_rows, start = [], [], 0
+        for request in self.active:
+            span = range(start, start + request.rows)
+            start += request.rows
+            if request.step == self.img_len or request.cancelled.is_set():
+                request.updates.put(_END)
+            else:
+                keep.append(request)
+                old_rows.extend(span)
+        if len(keep) == len(self.active):
+            return
+        moved = [(new, old) for new, old in enumerate(old_rows) if new != old]
+        if moved:
+            new_rows, src_rows = (torch.tensor(x, device=self.device) for x in zip(*moved))
+            for buffer in (self.cache.keys, self.cache.values):
+                buffer[:, new_rows] = buffer[:, src_rows]
+        self.active = keep
