@@ -1,5 +1,5 @@
-"""Sampling image codes from the GPT: filtering the logits, drawing with per-image generators, and the
-KV-cached loop.
+"""Sampling image codes from the GPT: settings, filtering the logits, drawing with per-image generators, and
+the compiled one-token step (the loop itself is the batching engine's, serving/engine.py).
 
 Seed contract: every image has its own ``torch.Generator`` seeded with ``seed + j`` (image j of a prompt), and
 draws with ``torch.multinomial`` on its own [1, V] row exactly as the reference does after
@@ -15,7 +15,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -144,24 +144,25 @@ ATTEND_BUCKET = 64  # the traced CPU step attends over the filled cache rounded 
 
 
 class StaticStep:
-    """The one-token step with fixed input and output buffers (``GPT.forward_static``), compiled once and run for
-    every step: 256 steps of a small batch are otherwise dominated by launching ~300 small operations each.
+    """The one-token step for ``rows`` rows with fixed input and output buffers (``GPT.forward_static``), compiled
+    once and run for every step: 256 steps of a small batch are otherwise dominated by launching ~300 small
+    operations each. Each row is fed at its own position (rows of the batching engine are at different steps).
 
     On CUDA the step is captured as a CUDA graph and replayed. On CPU it is traced into TorchScript and frozen,
     which runs the same operations without Python (a quarter of a base model's step on 2 cores); TorchScript is
     deprecated, but torch.compile's CPU backend needs a C++ compiler at run time, which users often lack. There
     attention covers the filled part of the cache rounded up to ATTEND_BUCKET positions, one trace per bucket,
     instead of the whole cache (attention is about a fifth of a base model's step). Traces depend only on the model and
-    the shapes, so they are kept (``traced_step``) for later calls. Build the step before the prefill: capturing
-    runs it at position 0, which the prefill then overwrites. With ``compile=False`` it runs eagerly over the
-    same windows (how the logic is tested).
+    the shapes, so they are kept (``traced_step``) for later calls. Capturing runs the step at position 0 of every
+    row, so build it before the prefill (or keep position 0 aside). With ``compile=False`` it runs eagerly over
+    the same windows (how the logic is tested).
     """
 
     def __init__(self, gpt: GPT, cache: KVCache, rows: int, compile: bool):
         device = cache.keys.device
         self.gpt, self.cache = gpt, cache
         self.idx = torch.zeros(rows, 1, dtype=torch.long, device=device)
-        self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # every row at the same step
+        self.pos = torch.zeros(rows, dtype=torch.long, device=device)
         self.graph, self.trace = None, compile and device.type != "cuda"
         if compile and device.type == "cuda":
             side = torch.cuda.Stream(device)
@@ -174,23 +175,19 @@ class StaticStep:
             with torch.cuda.graph(self.graph):
                 self.logits = gpt.forward_static(self.idx, cache, self.pos)
 
-    def __call__(self, fed: torch.Tensor) -> torch.Tensor:
-        """Feed ``fed`` [rows, 1] at the cache's next position; returns the next logits [rows, V]."""
+    def __call__(self, fed: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+        """Feed ``fed`` [rows, 1], row b at position ``positions[b]``; returns the next logits [rows, V]."""
         self.idx.copy_(fed)
-        self.pos.fill_(self.cache.length)
+        self.pos.copy_(torch.tensor(positions, dtype=torch.long))
         if self.graph is not None:
             self.graph.replay()
-            logits = self.logits
-        else:
-            length = min(self.cache.max_len, -(-(self.cache.length + 1) // ATTEND_BUCKET) * ATTEND_BUCKET)
-            window = KVCache(self.cache.keys[:, :, :, :length], self.cache.values[:, :, :, :length])
-            traced = traced_step(self.gpt, self.idx, window, self.pos) if self.trace else None
-            if traced is None:
-                logits = self.gpt.forward_static(self.idx, window, self.pos)
-            else:
-                logits = traced(self.idx, window.keys, window.values, self.pos)
-        self.cache.length += 1
-        return logits
+            return self.logits
+        length = min(self.cache.max_len, -(-(max(positions) + 1) // ATTEND_BUCKET) * ATTEND_BUCKET)
+        window = KVCache(self.cache.keys[:, :, :, :length], self.cache.values[:, :, :, :length])
+        traced = traced_step(self.gpt, self.idx, window, self.pos) if self.trace else None
+        if traced is None:
+            return self.gpt.forward_static(self.idx, window, self.pos)
+        return traced(self.idx, window.keys, window.values, self.pos)
 
 
 class _Step(nn.Module):
@@ -227,40 +224,3 @@ def traced_step(gpt: GPT, idx: torch.Tensor, cache: KVCache, pos: torch.Tensor) 
                     log.debug("the static step stays eager: it cannot be traced (%s)", exc)
                     traces[key] = None
         return traces[key]
-
-
-@torch.inference_mode()
-def sample_codes(gpt: GPT, text_ids: torch.Tensor, generators: Sequence[torch.Generator], cfg: SamplingConfig,
-                 steps: int, uncond_ids: torch.Tensor | None = None,
-                 static: bool | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (step, codes[B, steps]) after each sampled token; codes beyond ``step`` are not yet valid.
-
-    One prefill over the text, then one single-token forward per step against the cache. With guidance the
-    unconditional rows (``uncond_ids``, the all-[PAD] caption) ride in the same batch. ``static`` (default: on
-    CUDA) runs the steps compiled (StaticStep: a CUDA graph, or TorchScript on CPU).
-    Closing the generator stops sampling at once.
-    """
-    batch = text_ids.shape[0]
-    if len(generators) != batch:
-        raise ValueError(f"{len(generators)} generators for a batch of {batch}")
-    if cfg.guided:
-        if uncond_ids is None:
-            raise ValueError("guidance needs the unconditional caption ids")
-        text_ids = torch.cat([text_ids, uncond_ids.expand(batch, -1)])
-    device = text_ids.device
-    dtype = gpt.pos_emb.dtype  # the activations' dtype (int8 keeps its token embedding in bf16)
-    cache = KVCache.empty(gpt.config, text_ids.shape[0], dtype, device, max_len=text_ids.shape[1] + steps - 1)
-    if static is None:
-        static = device.type == "cuda"
-    step_fn = StaticStep(gpt, cache, text_ids.shape[0], compile=True) if static else None
-    codes = torch.zeros(batch, steps, dtype=torch.long, device=device)
-    logits = gpt.forward_cached(text_ids, cache)
-    for step in range(steps):
-        if cfg.guided:
-            logits = guide(logits, cfg.guidance_scale)
-        codes[:, step] = draw(next_token_probs(logits, cfg), generators)
-        yield step + 1, codes
-        if step + 1 < steps:
-            fed = codes[:, step:step + 1]
-            fed = torch.cat([fed, fed]) if cfg.guided else fed
-            logits = step_fn(fed) if step_fn else gpt.forward_cached(fed, cache)

@@ -7,7 +7,7 @@ import torch
 
 from painter.errors import SamplingError
 from painter.models import GPT, GPTConfig, KVCache
-from painter.sampling import SamplingConfig, make_generators, sample_codes
+from painter.sampling import SamplingConfig
 from painter.serving.engine import Engine
 
 TEXT, IMAGE, CODES = 32, 80, 64  # 80 codes: rows cross the attention window's 64-position buckets
@@ -30,13 +30,8 @@ UNCOND = [CODES] * TEXT
 
 
 def alone(model: GPT, text: list[int], seeds: list[int], cfg: SamplingConfig) -> torch.Tensor:
-    """What the pipeline's sampler paints for this request by itself."""
-    ids = torch.tensor([text] * len(seeds))
-    codes = None
-    for _, codes in sample_codes(model, ids, make_generators(seeds, torch.device("cpu")), cfg, IMAGE,
-                                 torch.tensor([UNCOND])):
-        pass
-    return codes
+    """What the request paints in an engine of its own."""
+    return Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=2 * len(seeds)).submit(text, seeds, cfg).result()
 
 
 def final(ticket) -> torch.Tensor:
@@ -62,9 +57,10 @@ def test_rows_at_different_positions_match_the_full_forward():
                 assert torch.allclose(logits[r], full[r, pos], atol=1e-5)
 
 
-def test_requests_joining_a_running_batch_paint_what_they_paint_alone():
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "traced"])
+def test_requests_joining_a_running_batch_paint_what_they_paint_alone(compile):
     model = gpt()
-    engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=8)
+    engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=8, compile=compile)
     settings = [SamplingConfig(top_k=10, temperature=0.7), SamplingConfig(top_k=40, top_p=0.8),
                 SamplingConfig(top_k=20, guidance_scale=3.0), SamplingConfig(top_k=5)]
     seeds = [[1, 2], [7], [3], [11, 12, 13]]
@@ -79,6 +75,8 @@ def test_requests_joining_a_running_batch_paint_what_they_paint_alone():
     assert torch.equal(rest[-1][1], alone(model, caption(0), seeds[0], settings[0]))
     for i, codes in zip((1, 2, 3), results):
         assert torch.equal(codes, alone(model, caption(i), seeds[i], settings[i])), f"request {i}"
+    if compile:  # rows padded to powers of two: one compiled step per row count met
+        assert set(engine._steps) <= {1, 2, 4, 8} and len(engine._steps) >= 2
 
 
 def test_a_request_waits_for_free_rows_and_a_cancelled_one_frees_its_rows_at_once():

@@ -1,5 +1,6 @@
 import base64
 import io
+import time
 
 import numpy as np
 import pytest
@@ -61,15 +62,24 @@ def test_stream_several_images_and_no_previews(painter):
 
 def test_closing_the_stream_stops_sampling(painter, monkeypatch):
     calls = []
-    original = painter.model.transformer.forward_cached
-    monkeypatch.setattr(painter.model.transformer, "forward_cached", lambda *a: calls.append(1) or original(*a))
+    original = painter.model.transformer.forward_static
+
+    def slow_step(*args):  # one token step every 50 ms, so the engine cannot finish before the stream closes
+        calls.append(1)
+        time.sleep(0.05)
+        return original(*args)
+
+    monkeypatch.setattr(painter.model.transformer, "forward_static", slow_step)
     stream = painter.stream("红苹果", preview_every=2)
-    next(stream)
-    assert len(calls) == 2  # the prefill and one token step
+    assert next(stream).step == 2
     stream.close()
     with pytest.raises(StopIteration):
         next(stream)
-    assert len(calls) == 2
+    time.sleep(0.2)
+    seen = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == seen < painter.config.img_len - 1  # the engine dropped the request at its next step
+    assert painter.engine.active == []
     assert torch.is_grad_enabled()  # the sampler's inference mode does not leak into the caller
 
 

@@ -7,6 +7,7 @@ runs the sampler and decodes codes to images; it knows nothing of files beyond `
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from painter.models import GPT, PainterModel
 from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, auto_candidates, resolve_device, resolve_inference
-from painter.sampling import SamplingConfig, image_seeds, make_generators, resolve_seed, sample_codes
+from painter.sampling import SamplingConfig, image_seeds, resolve_seed
+from painter.serving.engine import Engine, default_max_batch
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
 from painter.serving.quality import VerdictStore, compare, reference_run
 from painter.text import TextTokenizer, TokenizedPrompt
@@ -63,7 +65,7 @@ class Painter:
     """
 
     def __init__(self, model: PainterModel, tokenizer: TextTokenizer, device: torch.device,
-                 inference: InferencePrecision | None = None, name: str = "model"):
+                 inference: InferencePrecision | None = None, name: str = "model", max_batch: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -72,6 +74,9 @@ class Painter:
         self.name = name
         self.config = model.config
         self._preview_map: PreviewMap | None = None
+        self.max_batch = max_batch or default_max_batch(device)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "auto") -> "Painter":
@@ -152,22 +157,23 @@ class Painter:
         return recommended.updated(top_k=top_k, top_p=top_p, temperature=temperature,
                                    guidance_scale=guidance_scale).validate(self.config.img_vocab_size)
 
-    def _codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> Iterator[tuple[int, torch.Tensor]]:
-        text_ids = torch.tensor([tokens.ids for tokens, _ in rows], dtype=torch.long, device=self.device)
-        uncond = torch.tensor([self.tokenizer.unconditional()], dtype=torch.long, device=self.device)
-        generators = make_generators([seed for _, seed in rows], self.device)
-        # The compiled fixed-shape step: a CUDA graph on GPUs; on CPUs traced TorchScript, which int8's layers
-        # allow (oneDNN-packed fp32 and bf16 layers cannot be traced, and fp32 keeps the reference's tokens).
-        static = self.device.type == "cuda" or self.inference.int8
-        return sample_codes(self.model.transformer, text_ids, generators, sampling, self.config.img_len, uncond,
-                            static=static)
+    @property
+    def engine(self) -> Engine:
+        """The batching engine that samples every request for this model (made on first use with
+        ``max_batch`` rows). The compiled fixed-shape step: CUDA graphs on GPUs; on CPUs traced TorchScript,
+        which int8's layers allow (oneDNN-packed fp32 and bf16 layers cannot be traced, and fp32 keeps the
+        reference's tokens)."""
+        with self._engine_lock:
+            if self._engine is None:
+                compile = self.device.type == "cuda" or self.inference.int8
+                self._engine = Engine(self.model.transformer, self.tokenizer.unconditional(), self.config.img_len,
+                                      self.device, self.max_batch, compile=compile)
+            return self._engine
 
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
-        """One batch: the image codes [B, img_len] for each (prompt tokens, seed) row."""
-        codes = None
-        for _, codes in self._codes(rows, sampling):
-            pass
-        return codes
+        """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch."""
+        tickets = [self.engine.submit(tokens.ids, [seed], sampling) for tokens, seed in rows]
+        return torch.cat([ticket.result() for ticket in tickets])
 
     def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
         """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""
@@ -239,7 +245,7 @@ class Painter:
             canvas = PreviewCanvas(self.preview_map(), self.model.first_stage_model.quantize.embedding.weight,
                                    len(seeds))
         started = time.perf_counter()
-        for step, codes in self._codes([(tokens, s) for s in seeds], sampling):
+        for step, codes in self.engine.submit(tokens.ids, seeds, sampling, preview_every):
             final = step == total
             if final or (preview_every and step % preview_every == 0):
                 if final or canvas is None:
