@@ -38,6 +38,14 @@ def slow_model() -> PainterModel:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    import painter.ui.app as app
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app, "FRAME_GAP", 0.0)  # every preview is sent, so the tests can count them
+        yield from serve(tmp_path_factory)
+
+
+def serve(tmp_path_factory):
     from painter.ui.app import create_app
 
     root = tmp_path_factory.mktemp("models")

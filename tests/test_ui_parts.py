@@ -161,6 +161,18 @@ def test_after_stop_a_job_sends_nothing_more_and_other_browsers_paint_on(tmp_pat
     assert len(list(studio.create("红苹果", "emoji", "demo-large", seed=1, preview_every=64, request=mine))) == 4
 
 
+def test_previews_are_sent_at_most_ten_a_second_at_the_models_size(tmp_path):
+    from painter.ui.app import FRAME_GAP
+
+    studio = _studio(tmp_path)
+    frames = list(studio.paint("红苹果", "emoji", "demo-large", None, None, None, None, 1, 1, 1))
+    previews, last = frames[:-1], frames[-1]
+    elapsed = float(last[1].split(" · ")[1].removesuffix(" s"))
+    assert len(previews) <= elapsed / FRAME_GAP + 2 < 255, "not one frame per token"
+    assert previews and all(im.size == (64, 64) for im in previews[0][0]), "the browser scales previews"
+    assert "256 / 256" in last[1] and last[0][0].name.endswith(".png")
+
+
 def test_history_captions_name_the_preset_and_reuse_returns_to_create():
     from types import SimpleNamespace
 

@@ -37,6 +37,7 @@ AUTO = "auto"
 PAINT_GROUP = "paint"
 CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
+FRAME_GAP = 0.1  # seconds between streamed previews: each costs an encode and a message, whatever its tokens
 # The upload box's own words follow the browser's language only; ours are in both, like every label.
 # On a phone, tighter tabs and margins keep all four tabs in sight instead of behind a "..." menu. A <style>
 # in the head, since Gradio scopes launch(css=...) inside the page's container, below the margins.
@@ -232,6 +233,7 @@ class Studio:
             params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
                       "top_k": sampling.top_k, "top_p": sampling.top_p, "temperature": sampling.temperature,
                       "guidance_scale": sampling.guidance_scale, "version": __version__}
+            sent = -FRAME_GAP
             for frame in frames:
                 if notes is None:  # the prompt as the model read it comes with the first frame
                     notes = prompt_notes(frame.prompt, painter.config.text_len)
@@ -239,12 +241,13 @@ class Studio:
                           f"{frame.tokens_per_second:.0f} tokens/s · {painter.precision}")
                 if notes:
                     status += "  \n" + "  \n".join(notes)
-                images = [display(im) for im in frame.images]
                 if frame.final:
-                    paths = [self._save(im, {**params, "seed": s}) for im, s in zip(images, frame.seeds)]
+                    paths = [self._save(display(im), {**params, "seed": s}) for im, s in zip(frame.images, frame.seeds)]
                     yield paths, status, used_seed, params
-                else:
-                    yield images, status, used_seed, params
+                elif frame.elapsed - sent >= FRAME_GAP:
+                    # previews at the model's size (the browser scales them), at most 1 / FRAME_GAP a second
+                    sent = frame.elapsed
+                    yield frame.images, status, used_seed, params
         except PainterError as exc:
             raise user_error(str(exc)) from exc
 
@@ -377,8 +380,9 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                         generate = gr.Button("生成 Paint", variant="primary", elem_id="generate")
                         stop = gr.Button("停止 Stop", variant="stop", elem_id="stop")
                     status = gr.Markdown("", label="状态 Status", elem_id="status")
-                    gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height="auto", object_fit="contain",
-                                         elem_id="gallery")
+                    # previews are sent as JPEG (cheap to encode); results are our PNG files, sent as they are
+                    gallery = gr.Gallery(label="结果 Results", format="jpeg", columns=2, height="auto",
+                                         object_fit="contain", elem_id="gallery")
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
@@ -477,7 +481,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="auto (fastest that passed the quality check), fp32 (exact), bf16, fp16 (CUDA), int8 (CPU)")
     p.add_argument("--model", action="append", default=[], help="another model directory or name (repeatable)")
     p.add_argument("--styles", default=str(STYLES_DIR), help="folder of style preset JSON files")
-    p.add_argument("--workers", type=int, default=1, help="jobs painting at once (1 suits a CPU)")
+    p.add_argument("--workers", type=int, default=8,
+                   help="jobs painting at once; each model's batching engine paints them in one batch")
     p.add_argument("--queue-size", type=int, default=16, help="waiting jobs before new ones are told it is busy")
     return p.parse_args(argv)
 
