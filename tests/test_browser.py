@@ -22,9 +22,13 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian'
 
 RECORD_STATUS = """
 window.__statuses = [];
+window.__previews = 0;
 const target = document.querySelector('#status');
 new MutationObserver(() => window.__statuses.push(target.innerText)).observe(
     target, {subtree: true, childList: true, characterData: true});
+const preview = document.querySelector('#preview');
+new MutationObserver(() => window.__previews = Math.max(window.__previews,
+    preview.querySelectorAll('img[src^="data:image/jpeg"]').length)).observe(preview, {subtree: true, childList: true});
 """
 
 
@@ -89,6 +93,8 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
     statuses = browser.execute_script("return window.__statuses")
     partial = [s for s in statuses if "/ 256 tokens" in s and "256 / 256" not in s]
     assert partial, statuses  # previews arrived before the final picture
+    assert browser.execute_script("return window.__previews") == 1, "shown inline while painting"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#preview img"), "and gone when the result is there"
     images = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
     assert images and images[0].get_attribute("naturalWidth") == "256"
     choose(browser, "style", "风景")

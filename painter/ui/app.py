@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
+import io
 import logging
 import os
 import shutil
@@ -46,6 +48,8 @@ STUDIO_HEAD = """<style>
 #restore [data-testid="upload-text"] .or { display: none; }
 #restore [data-testid="upload-text"]::after { content: "拖入或点击上传 PNG · Drop or click to upload a PNG";
     font-size: var(--text-md); }
+.painter-previews { display: grid; grid-template-columns: repeat(2, 1fr); gap: 8px; }
+.painter-previews img { width: 100%; image-rendering: auto; border-radius: 8px; }
 @media (max-width: 640px) {
   .main.fillable { padding-left: 8px !important; padding-right: 8px !important; }
   .tab-container button { padding: 4px 3px !important; font-size: 12px !important; }
@@ -82,6 +86,17 @@ def may_be_empty(slider: gr.Slider) -> gr.Slider:
                                "description": f"{slider.minimum} to {slider.maximum}; empty: the preset's value"}
     slider.value = None
     return slider
+
+
+def preview_html(images: list[Image.Image]) -> str:
+    """Partial pictures inline, as JPEG data URLs at the model's size: no file written and no request per
+    frame, and the browser scales them up (a 64-pixel preview is 2 KB)."""
+    tags = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=85)
+        tags.append(f'<img alt="preview" src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}">')
+    return f'<div class="painter-previews">{"".join(tags)}</div>'
 
 
 def user_error(message: str) -> gr.Error:
@@ -259,6 +274,7 @@ class Studio:
         history = list(history or [])
         session = getattr(request, "session_hash", None)
         self._stops.discard(session)
+        cleared = False
         for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p,
                                                               temperature, guidance, seed, num_images, preview_every):
             if session in self._stops:
@@ -266,9 +282,10 @@ class Studio:
             if images and isinstance(images[0], Path):
                 history = [{**params, "seed": params["seed"] + i, "path": str(p)}
                            for i, p in enumerate(images)] + history
-                yield [str(p) for p in images], status, used_seed, [str(p) for p in images], history
-            else:
-                yield images, status, used_seed, gr.skip(), gr.skip()
+                yield [str(p) for p in images], status, used_seed, [str(p) for p in images], history, ""
+            else:  # the previous results make way for the new picture
+                yield (gr.skip() if cleared else []), status, used_seed, gr.skip(), gr.skip(), preview_html(images)
+                cleared = True
 
     def compare(self, prompt, seed, model_a, model_b, preview_every):
         """Both models stream, frame by frame in turn (one worker, no fight over cores), each with the
@@ -380,8 +397,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                         generate = gr.Button("生成 Paint", variant="primary", elem_id="generate")
                         stop = gr.Button("停止 Stop", variant="stop", elem_id="stop")
                     status = gr.Markdown("", label="状态 Status", elem_id="status")
-                    # previews are sent as JPEG (cheap to encode); results are our PNG files, sent as they are
-                    gallery = gr.Gallery(label="结果 Results", format="jpeg", columns=2, height="auto",
+                    preview = gr.HTML("", label="预览 Preview", elem_id="preview")  # partial pictures while painting
+                    gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height="auto",
                                          object_fit="contain", elem_id="gallery")
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
                 with gr.Column(scale=2):
@@ -412,10 +429,11 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
         inputs = [prompt, style, model, top_k, top_p, temperature, guidance, seed, num_images, preview_every]
         # the status line says how far painting is, so Gradio's own overlay (which says "Error" over a job
         # cancelled by Stop) is not shown; errors still come as a message
-        event = generate.click(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
+        painted = [gallery, status, used, files, history, preview]
+        event = generate.click(gpu(studio.create), [*inputs, history], painted,
                                api_name="generate", concurrency_id=PAINT_GROUP, concurrency_limit=workers,
                                show_progress="hidden")
-        submitted = prompt.submit(gpu(studio.create), [*inputs, history], [gallery, status, used, files, history],
+        submitted = prompt.submit(gpu(studio.create), [*inputs, history], painted,
                                   api_name=False, concurrency_id=PAINT_GROUP, show_progress="hidden")
         # the message comes after the cancel: the browser shows a cancelled stream's last frame once more
         stop.click(None, None, None, cancels=[event, submitted], api_name=False).then(

@@ -1,0 +1,139 @@
+"""Studio benchmark: what the studio adds to the engine's time, and how concurrent clients are served.
+
+    python -m bench.studio                      # the bundled demo-large, 1, 4 and 8 clients
+    python -m bench.studio --model demo-base --clients 1 8 --rounds 2
+
+Two studios are served on free ports, each in its own process (``app.py``), painting with the same model: one with ``--workers 1``
+(one job at a time, how the studio served before its batching engine) and one with the default workers, whose
+jobs share the model's batching engine. Through ``gradio_client`` (the API a browser's requests take):
+
+* overhead: time to the final image of a streamed job (previews every 8 tokens) through the studio, against
+  ``Painter.stream`` alone with the same prompt, seed and previews; median of ``--repeats``;
+* concurrency: N clients each paint ``--rounds`` images at once (distinct seeds), for each studio: images per
+  minute, median and 95th-percentile time to the final image.
+
+Ratios are within one run, so they hold on a machine that is not quiet; absolute times are this machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "红苹果"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(model: str, workers: int) -> tuple[subprocess.Popen, str]:
+    """A studio in its own process, as users run it (a client in the same process would share its GIL)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port),
+                               "--workers", str(workers), "--queue-size", "64"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return server, url
+        except OSError:
+            time.sleep(1)
+    server.kill()
+    raise RuntimeError(f"the studio did not start on port {port}")
+
+
+def client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def job(api, model: str, seed: int, preview_every: int) -> float:
+    """Seconds from the request to the final image, through the API (a connected client)."""
+    started = time.perf_counter()
+    api.predict(PROMPT, "plain", model, seed=seed, preview_every=preview_every, api_name="/generate")
+    return time.perf_counter() - started
+
+
+def overhead(url: str, model: str, repeats: int) -> dict:
+    from painter.serving.pipeline import Painter
+
+    painter = Painter.from_pretrained(model)
+    alone = []
+    for i in range(repeats + 1):
+        started = time.perf_counter()
+        for _ in painter.stream(PROMPT, seed=i, preview_every=8):
+            pass
+        alone.append(time.perf_counter() - started)
+    api = client(url)
+    studio = [job(api, model, seed=i, preview_every=8) for i in range(repeats + 1)]
+    alone, studio = statistics.median(alone[1:]), statistics.median(studio[1:])  # the first warms up
+    return {"engine_s": alone, "studio_s": studio, "added_s": studio - alone}
+
+
+def concurrency(url: str, model: str, clients: int, rounds: int) -> dict:
+    apis = [client(url) for _ in range(clients)]
+
+    def rounds_of(i: int) -> list[float]:
+        return [job(apis[i], model, 100 + i * rounds + r, 8) for r in range(rounds)]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [t for times in pool.map(rounds_of, range(clients)) for t in times]
+    wall = time.perf_counter() - started
+    latencies.sort()
+    return {"clients": clients, "images_per_min": 60 * len(latencies) / wall,
+            "median_s": statistics.median(latencies),
+            "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="demo-large")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--rounds", type=int, default=3, help="images each client paints")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--output", default=str(ROOT / "bench" / "results" / "studio.json"))
+    args = p.parse_args(argv)
+    results = {"model": args.model}
+    one, one_url = serve(args.model, workers=1)
+    batched, batched_url = serve(args.model, workers=8)
+    try:
+        for url in (one_url, batched_url):  # each studio loads and prepares its model once
+            job(client(url), args.model, 0, 8)
+        results["overhead"] = overhead(batched_url, args.model, args.repeats)
+        results["one_at_a_time"] = [concurrency(one_url, args.model, n, args.rounds) for n in args.clients]
+        results["batched"] = [concurrency(batched_url, args.model, n, args.rounds) for n in args.clients]
+    finally:
+        one.terminate()
+        batched.terminate()
+    o = results["overhead"]
+    print(f"{args.model}: Painter.stream {o['engine_s']:.2f} s, through the studio {o['studio_s']:.2f} s "
+          f"(adds {o['added_s']:.2f} s)")
+    print("| clients | one at a time: images/min | median s | p95 s | batched: images/min | median s | p95 s | "
+          "throughput ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for a, b in zip(results["one_at_a_time"], results["batched"]):
+        print(f"| {a['clients']} | {a['images_per_min']:.0f} | {a['median_s']:.2f} | {a['p95_s']:.2f} | "
+              f"{b['images_per_min']:.0f} | {b['median_s']:.2f} | {b['p95_s']:.2f} | "
+              f"{b['images_per_min'] / a['images_per_min']:.2f}x |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
