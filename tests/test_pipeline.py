@@ -9,7 +9,7 @@ from PIL import Image
 
 from painter import pipeline
 from painter.data.images import tensor_to_pil
-from painter.errors import ModelNotFoundError, PromptError
+from painter.errors import ModelNotFoundError, PromptError, SamplingError
 
 
 def decode_b64_png(s: str) -> Image.Image:
@@ -58,6 +58,16 @@ def test_stream_several_images_and_no_previews(painter):
     assert len(frames) == 1 and frames[0].final and len(frames[0].images) == 3 and frames[0].seeds == [9, 10, 11]
     direct = painter.generate("宽松T恤", seed=9, num_images=3)[0]
     assert [im.tobytes() for im in frames[0].images] == [im.tobytes() for im in direct]
+
+
+def test_previews_closer_than_min_interval_are_skipped(painter):
+    every = [f.step for f in painter.stream("红苹果", preview_every=1)]
+    sparse = list(painter.stream("红苹果", preview_every=1, min_interval=60.0))
+    assert every == list(range(1, painter.config.img_len + 1))
+    assert [f.step for f in sparse] == [1, painter.config.img_len] and sparse[-1].final
+    assert sparse[-1].image.tobytes() == painter.generate("红苹果")[0][0].tobytes()
+    with pytest.raises(SamplingError, match="min_interval"):
+        next(painter.stream("红苹果", min_interval=-1))
 
 
 def test_closing_the_stream_stops_sampling(painter, monkeypatch):

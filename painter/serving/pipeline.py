@@ -227,13 +227,18 @@ class Painter:
 
     def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None,
                top_p: float | None = None, temperature: float | None = None, preview_every: int = 8,
-               guidance_scale: float | None = None, preview: str = "fast") -> Iterator[Frame]:
+               guidance_scale: float | None = None, preview: str = "fast",
+               min_interval: float = 0.0) -> Iterator[Frame]:
         """Yield a preview Frame every ``preview_every`` tokens (0: none), then the final frame (a real decode).
+        A preview due less than ``min_interval`` seconds after the last one is skipped, not drawn (a server
+        sending frames to a browser needs a few a second, however fast the tokens come).
         ``preview="fast"`` paints sampled cells with the preview map (near-free); ``"decode"`` runs the real
         decoder on the partial grid. Unsampled cells are grey. Closing the iterator stops sampling at once.
         Sampling settings left as None are the model's (``sampling()``)."""
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
             raise SamplingError(f"preview_every must be a whole number >= 0, got {preview_every!r}")
+        if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)) or not min_interval >= 0:
+            raise SamplingError(f"min_interval must be a number of seconds >= 0, got {min_interval!r}")
         if preview not in PREVIEWS:
             raise SamplingError(f"preview must be one of {', '.join(PREVIEWS)}, got {preview!r}")
         sampling = self.sampling(top_k, top_p, temperature, guidance_scale)
@@ -245,9 +250,11 @@ class Painter:
             canvas = PreviewCanvas(self.preview_map(), self.model.first_stage_model.quantize.embedding.weight,
                                    len(seeds))
         started = time.perf_counter()
+        shown = -min_interval
         for step, codes in self.engine.submit(tokens.ids, seeds, sampling, preview_every):
             final = step == total
-            if final or (preview_every and step % preview_every == 0):
+            if final or time.perf_counter() - started - shown >= min_interval:
+                shown = time.perf_counter() - started
                 if final or canvas is None:
                     images = self.decode(codes, sampled=step)
                 else:

@@ -243,12 +243,12 @@ class Studio:
             sampling = plan.sampling.updated(**chosen).validate(painter.config.img_vocab_size)
             frames = painter.stream(apply_template(plan.template, prompt), seed=used_seed, num_images=values["num_images"],
                                     top_k=sampling.top_k, top_p=sampling.top_p, temperature=sampling.temperature,
-                                    preview_every=values["preview_every"], guidance_scale=sampling.guidance_scale)
+                                    preview_every=values["preview_every"], guidance_scale=sampling.guidance_scale,
+                                    min_interval=FRAME_GAP)
             notes = None  # the model note has its own line under the dropdowns; the status says how the prompt was read
             params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
                       "top_k": sampling.top_k, "top_p": sampling.top_p, "temperature": sampling.temperature,
                       "guidance_scale": sampling.guidance_scale, "version": __version__}
-            sent = -FRAME_GAP
             for frame in frames:
                 if notes is None:  # the prompt as the model read it comes with the first frame
                     notes = prompt_notes(frame.prompt, painter.config.text_len)
@@ -259,9 +259,7 @@ class Studio:
                 if frame.final:
                     paths = [self._save(display(im), {**params, "seed": s}) for im, s in zip(frame.images, frame.seeds)]
                     yield paths, status, used_seed, params
-                elif frame.elapsed - sent >= FRAME_GAP:
-                    # previews at the model's size (the browser scales them), at most 1 / FRAME_GAP a second
-                    sent = frame.elapsed
+                else:  # previews at the model's size (the browser scales them), at most 1 / FRAME_GAP a second
                     yield frame.images, status, used_seed, params
         except PainterError as exc:
             raise user_error(str(exc)) from exc
