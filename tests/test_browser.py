@@ -97,6 +97,10 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
     assert not browser.find_elements(By.CSS_SELECTOR, "#preview img"), "and gone when the result is there"
     images = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
     assert images and images[0].get_attribute("naturalWidth") == "256"
+    shown, box = browser.execute_script("const w = document.querySelector('#gallery .grid-wrap');"
+                                        "return [document.querySelector('#gallery img').clientHeight,"
+                                        " w.scrollHeight - w.clientHeight]")
+    assert shown <= 448 and box <= 2, "the result is shown whole, at a sensible size"
     choose(browser, "style", "风景")
     wait.until(lambda d: "painter download pai-painter-scenery-base-zh" in d.find_element(By.CSS_SELECTOR, "#note").text)
     assert model in browser.find_element(By.CSS_SELECTOR, "#note").text  # says which model paints instead

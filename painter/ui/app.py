@@ -41,6 +41,7 @@ CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
 FRAME_GAP = 0.1  # seconds between streamed previews: each costs an encode and a message, whatever its tokens
 # The upload box's own words follow the browser's language only; ours are in both, like every label.
+# Results are shown whole (Gradio's gallery scrolls past a fixed height) and at most 448 pixels wide.
 # On a phone, tighter tabs and margins keep all four tabs in sight instead of behind a "..." menu. A <style>
 # in the head, since Gradio scopes launch(css=...) inside the page's container, below the margins.
 STUDIO_HEAD = """<style>
@@ -48,6 +49,8 @@ STUDIO_HEAD = """<style>
 #restore [data-testid="upload-text"] .or { display: none; }
 #restore [data-testid="upload-text"]::after { content: "拖入或点击上传 PNG · Drop or click to upload a PNG";
     font-size: var(--text-md); }
+#gallery .grid-wrap.fixed-height { max-height: none !important; }
+#gallery .thumbnail-item { max-width: 448px; max-height: 448px; margin: auto; }
 .painter-previews { display: grid; grid-template-columns: repeat(2, 1fr); gap: 8px; }
 .painter-previews img { width: 100%; image-rendering: auto; border-radius: 8px; }
 @media (max-width: 640px) {
