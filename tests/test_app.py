@@ -1,7 +1,6 @@
 """The studio served for real on a free port, driven through gradio_client."""
 
 import re
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,17 +13,12 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from bench.studio import free_port  # noqa: E402
 from painter.checkpoints import save_easynlp, save_painter  # noqa: E402
 from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig  # noqa: E402
 from painter.ui.metadata import read_params  # noqa: E402
 from painter.ui.app import LAUNCH_OPTIONS  # noqa: E402
 from conftest import VOCAB, tiny_model  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slow_model() -> PainterModel:

@@ -124,7 +124,7 @@ class Engine:
             raise SamplingError(f"a caption of {len(request.text_ids)} tokens; this model reads {self.text_len}")
         if request.rows > self.max_batch:
             raise SamplingError(f"{len(request.seeds)} images{' with guidance' if sampling.guided else ''} need "
-                                f"{request.rows} rows; this engine has {self.max_batch} (--max-batch)")
+                                f"{request.rows} rows; this engine has {self.max_batch} (Painter's max_batch)")
         self.waiting.put(request)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

@@ -253,8 +253,9 @@ class Painter:
         shown = -min_interval
         for step, codes in self.engine.submit(tokens.ids, seeds, sampling, preview_every):
             final = step == total
-            if final or time.perf_counter() - started - shown >= min_interval:
-                shown = time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            if final or elapsed - shown >= min_interval:
+                shown = elapsed
                 if final or canvas is None:
                     images = self.decode(codes, sampled=step)
                 else:
