@@ -3,6 +3,11 @@ shapes.
 
     python -m bench.engine                          # base and large; fp32, bf16 and auto; batch 1 and 4
     python -m bench.engine --configs base --modes auto int8 --full-reference
+    python -m bench.engine --lone assets/models/demo-large --modes fp32 int8   # the engine's own cost
+
+``--lone MODEL`` times one request alone through the batching engine (``Painter.codes``) against a bare
+cached loop over the same model and sampling (prefill, then one ``forward_cached`` and one draw per token:
+the loop the engine replaced), alternating the two, and checks that both draw the same codes.
 
 For each config a random-weight checkpoint is written in the EasyNLP layout, then one child process per
 method (so that peak RSS is per method) loads it and measures:
@@ -184,6 +189,48 @@ def measure_ours(model_dir: Path, precision: str) -> dict:
     return out
 
 
+def bare_codes(gpt: torch.nn.Module, ids: torch.Tensor, seed: int, sampling, img_len: int) -> torch.Tensor:
+    """The plain per-call loop: prefill the caption, then one cached step and one draw per code."""
+    from painter.models import KVCache
+    from painter.sampling import draw, make_generators, next_token_probs
+
+    with torch.inference_mode():
+        cache = KVCache.empty(gpt.config, 1, gpt.pos_emb.dtype, ids.device, max_len=ids.shape[1] + img_len - 1)
+        generators = make_generators([seed], ids.device)
+        codes = torch.zeros(1, img_len, dtype=torch.long)
+        logits = gpt.forward_cached(ids, cache)
+        for step in range(img_len):
+            codes[:, step] = draw(next_token_probs(logits, sampling), generators)
+            if step + 1 < img_len:
+                logits = gpt.forward_cached(codes[:, step:step + 1], cache)
+    return codes
+
+
+def measure_lone(model_dir: str, modes: list[str], repeats: int) -> None:
+    """One request alone: the engine against the bare loop, alternating, the median of ``repeats`` each."""
+    from painter import Painter
+
+    print(f"| model | mode | engine s | bare loop s | engine / bare | same codes |\n|---|---|---|---|---|---|")
+    for mode in modes:
+        painter = Painter.from_pretrained(model_dir, device="cpu", precision=mode)
+        sampling = painter.sampling(None, None, None, None)
+        tokens = painter.tokenize(PROMPT)
+        ids = torch.tensor([tokens.ids])
+        gpt, img_len = painter.model.transformer, painter.config.img_len
+        times: dict[str, list[float]] = {"engine": [], "bare": []}
+        runs = {"engine": lambda: painter.codes([(tokens, 0)], sampling),
+                "bare": lambda: bare_codes(gpt, ids, 0, sampling, img_len)}
+        same = torch.equal(runs["engine"](), runs["bare"]())  # also the warm-up (traces, kernels)
+        for _ in range(repeats):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        engine, bare = (sorted(times[k])[len(times[k]) // 2] for k in ("engine", "bare"))
+        print(f"| {Path(model_dir).name} | {painter.precision} | {engine:.3f} | {bare:.3f} | {engine / bare:.2f} | "
+              f"{'yes' if same else 'no'} |", flush=True)
+
+
 def measure_reference_decode(model_dir: Path) -> float:
     from painter.checkpoints import build_model, load_checkpoint
 
@@ -230,12 +277,16 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--modes", nargs="+", default=["fp32", "bf16", "auto"])
     parser.add_argument("--full-reference", action="store_true", help="run all 256 reference steps")
+    parser.add_argument("--lone", metavar="MODEL", help="time one request through the engine against a bare loop")
+    parser.add_argument("--repeats", type=int, default=5, help="--lone: runs of each, alternating")
     parser.add_argument("--child", choices=("reference", "check", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.lone:
+        return measure_lone(args.lone, args.modes, args.repeats)
 
     bandwidth = read_bandwidth_gbs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth {bandwidth:.1f} GB/s, "

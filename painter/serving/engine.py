@@ -219,6 +219,12 @@ class Engine:
         """Logits [rows, V] for the active rows. Compiled, the rows are padded to a power of two (padding rows
         use free cache rows at position 0), so a handful of traces or CUDA graphs serve every batch."""
         rows = len(pos)
+        if not self.compile and min(pos) == max(pos):
+            # eager, every row at one position (a lone request, or requests in step): the plain cached step
+            # over the filled part of the cache, which skips forward_static's masked attention and scattered
+            # writes (7.1 against 5.0 ms a step on demo-large)
+            return self.gpt.forward_cached(fed, KVCache(self.cache.keys[:, :rows], self.cache.values[:, :rows],
+                                                        length=pos[0]))
         padded = min(self.max_batch, 1 << (rows - 1).bit_length()) if self.compile else rows
         step = self._steps.get(padded)
         if step is None:
