@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import sys
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
 from painter.checkpoints import save_easynlp, save_painter
+from painter.hub import fetch
 from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +67,114 @@ def no_network_downloads(monkeypatch, tmp_path_factory):
     """Tests never reach the internet: known names resolve offline, into an empty cache."""
     monkeypatch.setenv("PAINTER_OFFLINE", "1")
     monkeypatch.setenv("PAINTER_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+ARCHIVE_NAME = "pai-painter-base-zh"  # the known model the download tests serve
+ARCHIVE_PATH = f"/release/easynlp_modelzoo/alibaba-pai/{ARCHIVE_NAME}.tgz"
+REAL_SLEEP = time.sleep  # the download tests patch time.sleep away for the client's back-off
+
+
+class Server:
+    """Model archives over HTTP on 127.0.0.1: serves ``files``; ``mode`` makes it misbehave (cut: the first
+    response stops halfway; norange, error500, redirect, chunked, trickle) or go slowly (slow: four pieces,
+    0.3 s apart)."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.mode = "ok"
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                if self.path not in server.files:
+                    self.send_error(404, "Not Found")
+                    return
+                if server.mode == "redirect":
+                    server.mode = "ok"
+                    self.send_response(302)
+                    self.send_header("Location", server.url.replace("127.0.0.1", "localhost") + self.path)
+                    self.end_headers()
+                    return
+                if server.mode == "chunked":  # broken chunked encoding once: a chunk shorter than announced
+                    server.mode = "ok"
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"ffff\r\n" + server.files[self.path][:100])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                if server.mode == "error500":
+                    server.mode = "ok"
+                    self.send_error(500, "Internal Server Error")
+                    return
+                data = server.files[self.path]
+                start = int(rng.split("=")[1].split("-")[0]) if rng and server.mode != "norange" else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                if server.mode == "trickle":  # a byte at a time, forever slower than any floor
+                    for byte in body[:40]:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        REAL_SLEEP(0.05)  # the tests patch time.sleep away for the client's back-off
+                    return
+                if server.mode == "slow":
+                    quarter = -(-len(body) // 4)
+                    for start in range(0, len(body), quarter):
+                        self.wfile.write(body[start:start + quarter])
+                        self.wfile.flush()
+                        REAL_SLEEP(0.3)
+                    return
+                if server.mode == "cut":
+                    server.mode = "ok"
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+def tgz(members: dict[str, bytes], extra=None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> bytes:
+    d = save_easynlp(tiny_model(), VOCAB, tmp_path_factory.mktemp("src") / ARCHIVE_NAME)
+    return tgz({f"{ARCHIVE_NAME}/{f.name}": f.read_bytes() for f in d.iterdir()})
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    monkeypatch.delenv("PAINTER_OFFLINE")
+    monkeypatch.setattr(fetch.time, "sleep", lambda s: None)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PAINTER_CACHE", str(cache))
+    return cache

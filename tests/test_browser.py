@@ -153,3 +153,38 @@ def test_on_a_phone_every_tab_shows_and_the_upload_box_speaks_both_languages(bro
         assert "拖入" in words[0] and "Drop" in words[0] and words[1] == "0px"  # Gradio's one-language words hidden
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_model_downloaded_from_the_models_tab_joins_the_create_list(browser, server, archive, online, monkeypatch,
+                                                                      tmp_path):
+    import hashlib
+
+    from painter import hub
+    from painter.ui.app import LAUNCH_OPTIONS, create_app
+    from conftest import ARCHIVE_NAME, ARCHIVE_PATH
+
+    server.files[ARCHIVE_PATH] = archive
+    server.mode = "slow"  # four pieces 0.3 s apart: the progress bar is seen
+    monkeypatch.setenv("PAINTER_MIRROR", server.url)
+    monkeypatch.setitem(hub.registry()[ARCHIVE_NAME], "sha256", hashlib.sha256(archive).hexdigest())
+    port = free_port()
+    demo, _ = create_app(["--port", str(port)])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
+    try:
+        wait = WebDriverWait(browser, 60)
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+        next(b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Models" in b.text).click()
+        button = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#download")))
+        assert ARCHIVE_NAME in browser.find_element(By.CSS_SELECTOR, "#download-choice input").get_attribute("value")
+        button.click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads progress"))
+        browser.save_screenshot(str(tmp_path / "downloading.png"))
+        wait.until(lambda d: "已安装" in d.find_element(By.CSS_SELECTOR, "#downloads").text)
+        shot = Path(os.environ.get("PAINTER_DOWNLOAD_SCREENSHOT", tmp_path / "downloaded.png"))
+        browser.save_screenshot(str(shot))
+        next(b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Create" in b.text).click()
+        choose(browser, "model", ARCHIVE_NAME)  # in the Create list without a restart
+        assert browser.find_element(By.CSS_SELECTOR, "#model input").get_attribute("value") == ARCHIVE_NAME
+    finally:
+        demo.close()

@@ -1,14 +1,12 @@
 """Downloads against an HTTP server on 127.0.0.1 serving archives built here in EasyNLP's layout."""
 
 import hashlib
-import io
 import os
 import pickle
 import shutil
 import tarfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -19,108 +17,8 @@ from painter.checkpoints import EASYNLP_WEIGHTS, save_easynlp
 from painter.errors import CheckpointError, ModelNotFoundError
 from painter.hub import fetch as dl
 from painter.serving.cli import main
-from conftest import VOCAB, tiny_model
+from conftest import ARCHIVE_NAME as NAME, ARCHIVE_PATH as PATH, VOCAB, tgz, tiny_model
 
-NAME = "pai-painter-base-zh"
-REAL_SLEEP = time.sleep
-PATH = f"/release/easynlp_modelzoo/alibaba-pai/{NAME}.tgz"
-
-
-class Server:
-    """Serves ``files``; ``mode`` makes it misbehave: cut (first response stops halfway), norange, error500."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.mode = "ok"
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                rng = self.headers.get("Range")
-                server.requests.append((self.path, rng))
-                if self.path not in server.files:
-                    self.send_error(404, "Not Found")
-                    return
-                if server.mode == "redirect":
-                    server.mode = "ok"
-                    self.send_response(302)
-                    self.send_header("Location", server.url.replace("127.0.0.1", "localhost") + self.path)
-                    self.end_headers()
-                    return
-                if server.mode == "chunked":  # broken chunked encoding once: a chunk shorter than announced
-                    server.mode = "ok"
-                    self.send_response(200)
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
-                    self.wfile.write(b"ffff\r\n" + server.files[self.path][:100])
-                    self.wfile.flush()
-                    self.connection.shutdown(2)
-                    return
-                if server.mode == "error500":
-                    server.mode = "ok"
-                    self.send_error(500, "Internal Server Error")
-                    return
-                data = server.files[self.path]
-                start = int(rng.split("=")[1].split("-")[0]) if rng and server.mode != "norange" else 0
-                self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                body = data[start:]
-                if server.mode == "trickle":  # a byte at a time, forever slower than any floor
-                    for byte in body[:40]:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        REAL_SLEEP(0.05)  # the tests patch time.sleep away for the client's back-off
-                    return
-                if server.mode == "cut":
-                    server.mode = "ok"
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(2)
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.httpd.shutdown()
-
-
-def tgz(members: dict[str, bytes], extra=None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra or []:
-            tar.addfile(info)
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> bytes:
-    d = save_easynlp(tiny_model(), VOCAB, tmp_path_factory.mktemp("src") / NAME)
-    return tgz({f"{NAME}/{f.name}": f.read_bytes() for f in d.iterdir()})
-
-
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    monkeypatch.delenv("PAINTER_OFFLINE")
-    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("PAINTER_CACHE", str(cache))
-    return cache
 
 
 def test_download_verify_extract_and_predict(server, archive, online, tmp_path, monkeypatch):

@@ -217,7 +217,7 @@ def test_a_model_that_says_guidance_hurts_it_gets_no_guidance_slider(easynlp_dir
     studio = _studio()
     assert studio.manager.entry("demo-large").guidance is False, "the demo models' cards: guidance hurts them"
     assert studio.guidance_allowed("emoji", AUTO)["interactive"] is False
-    rows, _ = studio.models_table()
+    rows = studio.models_table()
     assert [r[-1] for r in rows if r[0] == "demo-large"] == ["no"]
     helps = convert(easynlp_dir, tmp_path / "helps", to="painter", guidance=True)
     assert json.loads((helps / "config.json").read_text())["guidance"] is True

@@ -71,8 +71,9 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def download(name: str, cache: str | os.PathLike | None = None, mirror: str | None = None,
-             progress: bool = True) -> Path:
-    """Fetch a known model (EasyNLP archive) or ``hf:OWNER/REPO`` into the cache; return its directory."""
+             progress: bool = True, on_progress=None) -> Path:
+    """Fetch a known model (EasyNLP archive) or ``hf:OWNER/REPO`` into the cache; return its directory.
+    ``on_progress(bytes so far, total or None)`` follows an archive's download (the studio's progress bar)."""
     from painter.hub.fetch import ArchiveError, DownloadError, install_archive, offline, with_mirror
 
     cache = Path(cache) if cache else cache_dir()
@@ -95,7 +96,8 @@ def download(name: str, cache: str | os.PathLike | None = None, mirror: str | No
             f"{cache / name} holds config.json, pytorch_model.bin and vocab.txt.")
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        return install_archive(url, name, cache, sha256=meta.get("sha256"), size=meta.get("bytes"), progress=progress)
+        return install_archive(url, name, cache, sha256=meta.get("sha256"), size=meta.get("bytes"), progress=progress,
+                               on_progress=on_progress)
     except ArchiveError:
         raise
     except DownloadError as exc:

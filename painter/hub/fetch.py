@@ -23,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -37,6 +37,9 @@ MIN_SPEED = 1024  # bytes per second, averaged over SPEED_WINDOW: slower is a st
 SPEED_WINDOW = 60.0
 MAX_EXTRACTED_BYTES = 20 * 1024**3  # no pai-painter archive comes close (the large one is ~1.8 GB)
 REQUIRED_FILES = ("config.json", "pytorch_model.bin", "vocab.txt")
+
+# Told (bytes so far, total bytes or None) as a download goes: the studio's progress bar.
+Progress = Callable[[int, "int | None"], None]
 
 
 class DownloadError(PainterError):
@@ -92,8 +95,10 @@ def _check_disk(folder: Path, needed: int) -> None:
 
 
 def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None, retries: int = 5,
-          timeout: float = 30.0, progress: bool = True, space_factor: float = 2.2) -> Path:
-    """Download ``url`` to ``dest`` (resuming ``dest.part``); verify; rename into place."""
+          timeout: float = 30.0, progress: bool = True, space_factor: float = 2.2,
+          on_progress: Progress | None = None) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``); verify; rename into place. ``progress`` draws a
+    bar on the terminal; ``on_progress`` is told the bytes so far after every chunk."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -116,11 +121,14 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                 with open(part, "ab" if have else "wb") as out, tqdm(
                         total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=dest.name, disable=not progress) as bar:
-                    speed = SpeedFloor()
+                    speed, done = SpeedFloor(), have
                     while chunk := response.read1(CHUNK):  # read1: what has arrived, so a trickle is noticed
                         out.write(chunk)
                         bar.update(len(chunk))
                         speed.add(len(chunk))
+                        done += len(chunk)
+                        if on_progress:
+                            on_progress(done, total)
                 got = part.stat().st_size
                 if total is not None and got != total:
                     raise ConnectionError(f"connection closed after {got} of {total} bytes")
@@ -205,13 +213,14 @@ def find_model_root(folder: Path) -> Path:
 
 
 def install_archive(url: str, name: str, cache: Path, sha256: str | None = None, size: int | None = None,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, on_progress: Progress | None = None) -> Path:
     """Download and unpack a model archive into ``cache/name`` (atomically, under a lock)."""
     target = cache / name
     with file_lock(cache / f".{name}.lock"):
         if target.is_dir():
             return target  # another process finished it while we waited
-        archive = fetch(url, cache / f".{name}.tgz", sha256=sha256, size=size, progress=progress)
+        archive = fetch(url, cache / f".{name}.tgz", sha256=sha256, size=size, progress=progress,
+                        on_progress=on_progress)
         try:
             with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache) as tmp:
                 safe_extract(archive, Path(tmp))

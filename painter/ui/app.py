@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import html
 import io
 import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ AUTO = "auto"
 PAINT_GROUP = "paint"
 CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
+DOWNLOAD_POLL = 0.5  # seconds between progress updates of a download
 FRAME_GAP = 0.1  # seconds between streamed previews: each costs an encode and a message, whatever its tokens
 # The upload box's own words follow the browser's language only; ours are in both, like every label.
 # Results are shown whole (Gradio's gallery scrolls past a fixed height) and at most 448 pixels wide.
@@ -132,8 +135,10 @@ class Plan:
 class Studio:
     """The functions behind the UI (plain Python, so they are testable without a browser)."""
 
-    def __init__(self, manager: ModelManager, styles: list[StylePreset], output_dir: Path | None = None):
+    def __init__(self, manager: ModelManager, styles: list[StylePreset], output_dir: Path | None = None,
+                 allow_downloads: bool = False):
         self.manager = manager
+        self.allow_downloads = allow_downloads  # may a visitor start a download (the owner's --allow-downloads)
         self.styles = {s.id: s for s in styles}
         self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="painter-studio-"))
         self._stops: set[str | None] = set()  # sessions whose Stop came after their job started
@@ -355,12 +360,60 @@ class Studio:
         first = str(status or "").split("\n")[0]
         return f"已停止 Stopped{(' at ' + first.split(' · ')[0]) if ' / ' in first else ''}."
 
-    def models_table(self):
-        rows = [[e.name, e.family, e.size, f"{e.megabytes:.1f}", e.source, e.licence, "yes" if e.guidance else "no"]
+    def models_table(self) -> list[list]:
+        return [[e.name, e.family, e.size, f"{e.megabytes:.1f}", e.source, e.licence, "yes" if e.guidance else "no"]
                 for e in (self.manager.entry(n) for n in self.manager.names)]
+
+    def download_commands(self) -> str:
         lines = [f"- `{n}` ({m.get('domain', '')}, {m.get('licence', '')}): `painter download {n}`"
                  for n, m in self.manager.downloadable()]
-        return rows, "\n".join(lines) or "（全部已安装 all installed）"
+        return "命令行下载 From the command line:\n\n" + "\n".join(lines) if lines else "（全部已安装 all installed）"
+
+    def downloads_html(self) -> str:
+        """A progress bar per download this studio has started (a visitor's, or the owner's preloads)."""
+        rows = []
+        for job in list(self.manager.downloads.values()):
+            name = html.escape(job.name)
+            if job.running:
+                mb = f"{job.done / 1e6:.1f}" + (f" / {job.total / 1e6:.1f} MB" if job.total else " MB")
+                bar = f'<progress max="{job.total}" value="{job.done}"></progress>' if job.total else "<progress></progress>"
+                rows.append(f"<div>下载中 Downloading <b>{name}</b> {bar} {mb}</div>")
+            elif job.state == "installed":
+                rows.append(f"<div><b>{name}</b> 已安装，可在模型列表中选择 (installed: in every model list)</div>")
+            else:
+                rows.append(f"<div><b>{name}</b> 下载失败，未安装任何文件 (failed, nothing installed): "
+                            f"{html.escape(job.state)}</div>")
+        return f'<div class="painter-downloads">{"".join(rows)}</div>'
+
+    def models_view(self):
+        """Every list of models as it is now: the table, the downloads, the downloadable choice, and the
+        Create and Compare model lists (a model installed while the studio runs appears without a restart)."""
+        names, downloadable = self.manager.names, [n for n, _ in self.manager.downloadable()]
+        return (self.models_table(), self.downloads_html(),
+                gr.update(choices=downloadable, value=downloadable[0] if downloadable else None),
+                gr.update(interactive=self.allow_downloads and bool(downloadable)),
+                gr.update(choices=[("自动 Auto", AUTO)] + [(n, n) for n in names]),
+                gr.update(choices=names), gr.update(choices=names), self.download_commands())
+
+    def download(self, name):
+        """The Models tab's Download: starts (or follows) the model's download and streams its progress
+        until it is installed or has failed; the download goes on if the page is closed."""
+        if not self.allow_downloads:
+            raise user_error("此站点的所有者未开放下载 (the owner of this studio has not allowed downloads; "
+                             "run it with --allow-downloads, or list models in PAINTER_PRELOAD).")
+        try:
+            job = self.manager.download(str(name or ""))
+        except PainterError as exc:
+            raise user_error(str(exc)) from exc
+        while job.running:
+            yield self.models_view()
+            time.sleep(DOWNLOAD_POLL)
+        yield self.models_view()
+
+    def refresh_models(self):
+        """While downloads run (a preload, another visitor's): the lists, and whether to look again."""
+        busy = any(job.running for job in list(self.manager.downloads.values()))
+        return (*self.models_view(), gr.Timer(active=busy))
 
     def default_pair(self) -> tuple[str, str]:
         names = self.manager.names
@@ -482,10 +535,28 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                              api_name=False)
 
         with tabs, gr.Tab("模型 Models"):
-            rows, downloads = studio.models_table()
-            gr.Dataframe(rows, headers=["名称 name", "系列 family", "大小 size", "MB", "来源 source", "许可 licence",
-                                        "引导 guidance"], interactive=False)
-            gr.Markdown("### 可下载 Downloadable\n" + downloads)
+            table = gr.Dataframe(studio.models_table(), headers=["名称 name", "系列 family", "大小 size", "MB",
+                                 "来源 source", "许可 licence", "引导 guidance"], interactive=False)
+            gr.Markdown("### 下载 Download")
+            downloadable = [n for n, _ in studio.manager.downloadable()]
+            with gr.Row():
+                d_choice = gr.Dropdown(downloadable, value=downloadable[0] if downloadable else None,
+                                       label="模型 Model", elem_id="download-choice", scale=3)
+                d_go = gr.Button("下载 Download", elem_id="download",
+                                 interactive=studio.allow_downloads and bool(downloadable), scale=1)
+            if not studio.allow_downloads:
+                gr.Markdown("此站点的所有者未开放下载；所有者可用 `PAINTER_PRELOAD` 预先下载模型。 (Downloads are off "
+                            "here: the owner can allow them with `--allow-downloads`, or preload models with "
+                            "`PAINTER_PRELOAD`.)")
+            d_status = gr.HTML(studio.downloads_html(), elem_id="downloads")
+            d_commands = gr.Markdown(studio.download_commands())
+            listed = [table, d_status, d_choice, d_go, model, c_model_a, c_model_b, d_commands]
+            d_go.click(studio.download, [d_choice], listed, api_name=False, concurrency_id="download",
+                       concurrency_limit=4, show_progress="hidden")
+            d_timer = gr.Timer(1.0, active=any(job.running for job in studio.manager.downloads.values()))
+            d_timer.tick(studio.refresh_models, None, [*listed, d_timer], api_name=False, show_progress="hidden")
+            # a page opened after a download sees the model; its Create list is refreshed with the rest
+            demo.load(studio.models_view, None, listed, api_name=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=workers)
     return demo
 
@@ -503,15 +574,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=8,
                    help="jobs painting at once; each model's batching engine paints them in one batch")
     p.add_argument("--queue-size", type=int, default=16, help="waiting jobs before new ones are told it is busy")
-    return p.parse_args(argv)
+    p.add_argument("--preload", action="append", default=[], metavar="NAME[,NAME]",
+                   help="download these known models in the background at start (also PAINTER_PRELOAD)")
+    p.add_argument("--allow-downloads", action=argparse.BooleanOptionalAction, default=None,
+                   help="let visitors download known models from the Models tab (default: yes when run "
+                        "locally, no on a Hugging Face Space)")
+    args = p.parse_args(argv)
+    if args.allow_downloads is None:
+        args.allow_downloads = not os.environ.get("SPACE_ID")  # set by Hugging Face on every Space
+    args.preload = [n.strip() for spec in [os.environ.get("PAINTER_PRELOAD", ""), *args.preload]
+                    for n in spec.split(",") if n.strip()]
+    return args
 
 
 def create_app(argv: list[str] | None = None, prepare: bool = False) -> tuple[gr.Blocks, argparse.Namespace]:
     """The studio; with ``prepare``, the models the first style paints with are loaded in the background
-    from the start (``python app.py`` does this), and the page says so until they are ready."""
+    from the start (``python app.py`` does this), and the page says so until they are ready. Models to
+    preload start downloading at once (a Space owner's PAINTER_PRELOAD), whether or not visitors may."""
     args = parse_args(argv)
     manager = ModelManager(args.model, device=args.device, precision=args.precision)
-    studio = Studio(manager, load_styles(args.styles))
+    manager.preload(args.preload)
+    studio = Studio(manager, load_styles(args.styles), allow_downloads=args.allow_downloads)
     if prepare and manager.names:
         first = next(iter(studio.styles))
         manager.prepare(list(dict.fromkeys([studio.model_for(first, AUTO)[0], *studio.default_pair()])))

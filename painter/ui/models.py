@@ -1,8 +1,10 @@
-"""Which models the studio can paint with, loaded lazily and kept loaded.
+"""Which models the studio can paint with, loaded lazily and kept loaded, and downloading more.
 
-Models come from the bundled demo pair, the download cache, ``--model`` flags and the ``PAINTER_MODELS``
+Models come from the bundled pair, the download cache, ``--model`` flags and the ``PAINTER_MODELS``
 variable (paths or names separated by ``os.pathsep``). A model that fails to load reports its error and
-leaves the others usable.
+leaves the others usable. A known model can be downloaded while the studio runs (the Models tab, or
+``PAINTER_PRELOAD`` at start): the same verified download as ``painter download``, in a background thread
+that outlives the browser tab which started it, after which the model is in every list.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from painter import hub
 from painter.checkpoints import read_config
@@ -53,6 +56,20 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
                       guidance=config.guidance_helps, sampling=config.sampling)
 
 
+@dataclass
+class Download:
+    """How far one model's download is: ``state`` is downloading, installed, or the error that stopped it."""
+
+    name: str
+    done: int = 0
+    total: int | None = None
+    state: str = "downloading"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "downloading"
+
+
 class ModelManager:
     def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "auto"):
         self.device, self.precision = device, precision
@@ -62,6 +79,7 @@ class ModelManager:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.preparing: dict[str, str] = {}  # model -> waiting, preparing, ready, or its error
+        self.downloads: dict[str, Download] = {}
         for name, (path, source) in hub.installed().items():
             self._add(name, path, source)
         env = [p for p in os.environ.get("PAINTER_MODELS", "").split(os.pathsep) if p]
@@ -152,3 +170,47 @@ class ModelManager:
 
     def downloadable(self) -> list[tuple[str, dict]]:
         return [(n, m) for n, m in hub.registry().items() if n not in self._entries and "bundled" not in m]
+
+    def download(self, name: str) -> Download:
+        """Start downloading a known model in the background (or follow the download already running); once
+        installed it is in ``names``. Only the registry's models: never a path or URL a visitor typed."""
+        with self._guard:
+            current = self.downloads.get(name)
+            if current and current.running:
+                return current
+            if name not in dict(self.downloadable()):
+                known = ", ".join(n for n, _ in self.downloadable()) or "none"
+                raise PainterError(f"{name!r} 不能下载 (cannot be downloaded): it is installed or not a known "
+                                   f"model; downloadable: {known}")
+            job = self.downloads[name] = Download(name)
+
+        def progress(done: int, total: int | None) -> None:
+            job.done, job.total = done, total
+
+        def run() -> None:
+            try:
+                path = hub.download(name, progress=False, on_progress=progress)
+            except Exception as exc:  # the thread's end: whatever stopped it is the download's state
+                job.state = str(exc) or type(exc).__name__
+                log.warning("download of %s failed: %s", name, job.state)
+                return
+            with self._guard:
+                self._add(name, path, "download cache")
+            job.state = "installed"
+            log.info("model %s downloaded to %s", name, path)
+
+        threading.Thread(target=run, name=f"painter-download-{name}", daemon=True).start()
+        return job
+
+    def preload(self, names: Iterable[str]) -> list[Download]:
+        """A Space owner's models (PAINTER_PRELOAD, --preload): downloaded in the background at start unless
+        installed; an unknown name is logged and skipped, so a typo cannot keep the studio from starting."""
+        started = []
+        for name in dict.fromkeys(names):
+            if name in self._entries:
+                continue
+            try:
+                started.append(self.download(name))
+            except PainterError as exc:
+                log.warning("preload skipped: %s", exc)
+        return started
