@@ -7,6 +7,7 @@ import torch
 
 from painter.errors import SamplingError
 from painter.models import GPT, GPTConfig, KVCache
+from painter.models.packed import quantize_linears
 from painter.sampling import SamplingConfig
 from painter.serving.engine import Engine
 
@@ -57,9 +58,12 @@ def test_rows_at_different_positions_match_the_full_forward():
                 assert torch.allclose(logits[r], full[r, pos], atol=1e-5)
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "traced"])
-def test_requests_joining_a_running_batch_paint_what_they_paint_alone(compile):
+@pytest.mark.parametrize("compile,int8", [(False, False), (True, False), (True, True)],
+                         ids=["eager", "traced", "int8-traced"])
+def test_requests_joining_a_running_batch_paint_what_they_paint_alone(compile, int8):
     model = gpt()
+    if int8:  # activations quantized per row: a request's rows quantize as they would alone
+        quantize_linears(model)
     engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=8, compile=compile)
     settings = [SamplingConfig(top_k=10, temperature=0.7), SamplingConfig(top_k=40, top_p=0.8),
                 SamplingConfig(top_k=20, guidance_scale=3.0), SamplingConfig(top_k=5)]

@@ -85,6 +85,24 @@ def test_int8_linear_is_close_to_fp32():
     assert 0 < rel < 0.02
 
 
+def test_int8_rows_do_not_depend_on_the_rest_of_their_batch():
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.nn.Linear(64, 32))
+    batch = torch.randn(6, 64) * torch.tensor([0.1, 1, 10, 100, 1, 1])[:, None]
+    batch[4] = 0.5  # a constant row
+    batch[5, :32] += 50  # a row with an outlier half
+    together = layer(batch)
+    for r in range(len(batch)):
+        assert torch.equal(together[r], layer(batch[r:r + 1])[0]), f"row {r}"
+    exact = batch @ layer_weight(layer).T + layer.bias
+    assert torch.allclose(together[4], exact[4], atol=1e-4)  # a constant row is exact
+
+
+def layer_weight(layer: Int8Linear) -> torch.Tensor:
+    weight, _ = torch.ops.quantized.linear_unpack(layer.packed)
+    return weight.dequantize()
+
+
 def test_fused_qkv_and_the_static_step_match_the_cached_forward():
     model = tiny_model(seed=5)
     gpt = model.transformer

@@ -6,8 +6,11 @@ machine; oneDNN reading a weight it has reordered once reaches 25-30 GB/s, at ba
 same fp32 arithmetic (results differ by rounding only). This is the kernel Inductor uses for CPU linears.
 
 Int8 goes further: a quarter of fp32's bytes per weight. Weights are quantized once per output channel
-(symmetric, scale = max|w| / 127); each call quantizes its activations per tensor on the fly (fbgemm's
-dynamic linear), accumulates in int32 and returns fp32.
+(symmetric, scale = max|w| / 127); each call quantizes its activations on the fly (fbgemm's dynamic linear),
+accumulates in int32 and returns fp32. fbgemm quantizes a whole input with one range, so a row's result
+would depend on the other rows of its batch (and a picture on who else paints at the same time); each row is
+therefore first mapped onto [0, 1] by its own minimum and span, which the output undoes exactly:
+W x + b = span * (W x') + lo * W 1 + b with x' = (x - lo) / span. Every row then quantizes as it would alone.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def vnni() -> bool:
 
 class Int8Linear(nn.Module):
     """Inference-only stand-in for an fp32 ``nn.Linear`` with int8 weights (per output channel) and
-    activations quantized per call."""
+    activations quantized per call and per row (see the module's docstring)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -77,11 +80,16 @@ class Int8Linear(nn.Module):
             warnings.simplefilter("ignore", UserWarning)
             qweight = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
                                                  torch.qint8)
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self.packed = torch.ops.quantized.linear_prepack(qweight, None)
+        self.row_sums = qweight.dequantize().sum(dim=1)  # W 1, what a row's shift adds to every output
+        self.bias = torch.zeros(self.out_features) if linear.bias is None else linear.bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x.float().contiguous(), self.packed, not vnni())
+        x = x.float()
+        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+        span = (hi - lo).clamp_min(1e-30)  # a constant row maps to zeros, which quantize exactly
+        y = torch.ops.quantized.linear_dynamic((x - lo) / span, self.packed, not vnni())
+        return torch.addcmul(self.bias, lo, self.row_sums) + y * span
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"

@@ -107,13 +107,17 @@ def compare(fast, reference: Reference) -> Verdict:
                    str(fast.inference.decoder_dtype).removeprefix("torch."))
 
 
+KERNELS = "int8 per-row activations, int4 groups"  # our own kernels' version: a change re-runs the checks
+
+
 def device_key(device: torch.device) -> str:
-    """What a verdict depends on besides the weights: the kernels, i.e. torch's version and the hardware."""
+    """What a verdict depends on besides the weights: the kernels, i.e. ours, torch's version and the
+    hardware."""
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
         hardware = torch.backends.cpu.get_cpu_capability()
-    return f"torch {torch.__version__} {device.type} {hardware}"
+    return f"{KERNELS}; torch {torch.__version__} {device.type} {hardware}"
 
 
 class VerdictStore:
