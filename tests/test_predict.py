@@ -202,3 +202,82 @@ def test_a_models_recommended_sampling_is_predicts_default(easynlp_dir, tmp_path
     images = {name: [line.split("\t")[2] for line in (tmp_path / f"{name}.tsv").read_text().splitlines()]
               for name in runs}
     assert images["defaults"] == images["explicit"] != images["reference"]
+
+
+def torchrun(model, inp, out, *extra) -> subprocess.Popen:
+    """``torchrun --standalone --nproc_per_node 2 -m painter predict ...``: two CPU processes over gloo."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "painter",
+           "-q", "predict", "--model", str(model), "--input", str(inp), "--output", str(out), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(proc: subprocess.Popen) -> int:
+    output, _ = proc.communicate(timeout=300)
+    print(output[-3000:])
+    return proc.returncode
+
+
+def test_torchrun_writes_the_bytes_one_process_writes(easynlp_dir, tmp_path):
+    inp = write_input(tmp_path / "in.tsv", n_good=7)  # 14 image rows: blocks of 7 with rejected rows between
+    single, sharded = tmp_path / "single.tsv", tmp_path / "sharded.tsv"
+    # each rank's blocks are whole batches of the single run's, and each process has one thread, as torchrun's
+    # workers do: so even int8 paints the same bytes
+    args = ("--num-images", "2", "--precision", "int8", "--batch-size", "3")
+    proc = subprocess.run([sys.executable, "-m", "painter", "-q", "predict", "--model", str(easynlp_dir), "--input",
+                           str(inp), "--output", str(single), *args], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == EXIT_REJECTED
+    assert finished(torchrun(easynlp_dir, inp, sharded, *args)) == 0
+    assert sharded.read_bytes() == single.read_bytes() and single.read_bytes().count(b"\n") == 14
+    assert not list(tmp_path.glob("sharded.tsv.part*"))  # merged and removed
+    assert Path(f"{sharded}.rejected").read_bytes() == Path(f"{single}.rejected").read_bytes()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *children(int(child))]
+    return found
+
+
+def test_torchrun_resumes_after_a_rank_dies(easynlp_dir, tmp_path):
+    inp = tmp_path / "in.tsv"
+    inp.write_text("".join(f"{i}\t{GOOD[i % 4]}\n" for i in range(200)), encoding="utf-8")
+    out, full = tmp_path / "out.tsv", tmp_path / "full.tsv"
+    proc = torchrun(easynlp_dir, inp, out, "--batch-size", "1", "--precision", "fp32")
+    part = tmp_path / "out.tsv.part1of2-b1"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not part.exists() or part.read_bytes().count(b"\n") < 2):
+        time.sleep(0.01)
+    rank1 = [pid for pid in children(proc.pid)
+             if b"RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes().replace(b"LOCAL_RANK", b"")]
+    assert rank1, "rank 1 not found"
+    os.kill(rank1[0], signal.SIGKILL)
+    assert finished(proc) != 0
+    assert 2 <= part.read_bytes().count(b"\n") < 100 and out.read_bytes() == b""  # nothing merged yet
+    assert finished(torchrun(easynlp_dir, inp, out, "--batch-size", "4", "--precision", "fp32")) != 0
+    assert out.read_bytes() == b"" and part.exists()  # another batch size cuts other blocks: refused, kept
+    assert finished(torchrun(easynlp_dir, inp, out, "--batch-size", "1", "--precision", "fp32")) == 0
+    assert predict(easynlp_dir, inp, full, "--precision", "fp32") == 0
+    assert out.read_bytes() == full.read_bytes() and not list(tmp_path.glob("out.tsv.part*"))
+
+
+def test_parts_of_another_process_count_are_not_mixed_in(easynlp_dir, tmp_path):
+    inp = write_input(tmp_path / "in.tsv", n_good=2, bad=False)
+    out = tmp_path / "out.tsv"
+    (tmp_path / "out.tsv.part0of3-b8").write_text("")
+    assert finished(torchrun(easynlp_dir, inp, out, "--precision", "fp32")) != 0
+    assert not out.exists() and (tmp_path / "out.tsv.part0of3-b8").exists()
+
+
+@pytest.mark.parametrize("rows,unit,world", [(14, 3, 2), (7, 8, 2), (100, 8, 3), (5, 1, 4), (0, 8, 2)])
+def test_shard_blocks_cover_every_row_once_in_whole_batches(rows, unit, world):
+    from painter.serving.shards import Shard
+
+    blocks = [Shard(rank, world).block(rows, unit) for rank in range(world)]
+    assert [r for b in blocks for r in b] == list(range(rows))
+    assert all(b.start % unit == 0 for b in blocks if len(b))
+    sizes = [len(b) for b in blocks]
+    assert max(sizes) - min(sizes) <= unit

@@ -267,17 +267,27 @@ def _train_vqgan(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import torch
+
     from painter.serving.pipeline import Painter
     from painter.serving.predict import predict, rejects_path
+    from painter.serving.shards import Shard
 
-    painter = Painter.from_pretrained(args.model, device=args.device, precision=args.precision)
+    shard = Shard.from_env()  # under torchrun: this process's share of the rows
+    device = args.device
+    if shard and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{shard.local_rank}"  # one GPU per process on each node
+    painter = Painter.from_pretrained(args.model, device=device, precision=args.precision)
     report = predict(painter, args.input, args.output, seed=args.seed, num_images=args.num_images,
                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                     guidance_scale=args.guidance_scale, batch_size=args.batch_size, progress=not args.quiet)
-    log.info("%d image row(s) written to %s (%d were already there)", report.written, args.output, report.skipped)
+                     guidance_scale=args.guidance_scale, batch_size=args.batch_size,
+                     progress=not args.quiet and (shard is None or shard.rank == 0), shard=shard)
+    where = f"{args.output} (rank {shard.rank} of {shard.world})" if shard else args.output
+    log.info("%d image row(s) written for %s (%d were already there)", report.written, where, report.skipped)
     if report.rejected:
         log.warning("%d input row(s) rejected; see %s", len(report.rejected), rejects_path(Path(args.output)))
-        return EXIT_REJECTED
+        # under torchrun any non-zero exit is a failed worker, whose traceback wall would hide the warning
+        return 0 if shard else EXIT_REJECTED
     return 0
 
 

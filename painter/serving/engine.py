@@ -109,7 +109,7 @@ class Engine:
         self.compile = compile
         self._steps: dict[int, StaticStep] = {}  # compiled steps by row count (a power of two)
         self.cache = KVCache.empty(gpt.config, max_batch, self.dtype, device, max_len=self.text_len + img_len - 1)
-        self.waiting: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.waiting: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()  # each call's requests together
         self.active: list[Request] = []  # their rows fill the cache from row 0, in this order
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,19 +119,27 @@ class Engine:
 
     def submit(self, text_ids: Sequence[int], seeds: Sequence[int], sampling: SamplingConfig,
                preview_every: int = 0) -> Ticket:
-        request = Request(list(text_ids), list(seeds), sampling, preview_every)
-        if len(request.text_ids) != self.text_len:
-            raise SamplingError(f"a caption of {len(request.text_ids)} tokens; this model reads {self.text_len}")
-        if request.rows > self.max_batch:
-            raise SamplingError(f"{len(request.seeds)} images{' with guidance' if sampling.guided else ''} need "
-                                f"{request.rows} rows; this engine has {self.max_batch} (Painter's max_batch)")
-        self.waiting.put(request)
+        return self.submit_all([(text_ids, seeds)], sampling, preview_every)[0]
+
+    def submit_all(self, prompts: Sequence[tuple[Sequence[int], Sequence[int]]], sampling: SamplingConfig,
+                   preview_every: int = 0) -> list[Ticket]:
+        """One request per (caption, seeds), handed over together: when they fit they join at the same step,
+        so one call paints the same whatever the engine's thread was doing (rows side by side at one
+        position take the same kernels as they would in any other run of the same call)."""
+        requests = [Request(list(text_ids), list(seeds), sampling, preview_every) for text_ids, seeds in prompts]
+        for request in requests:
+            if len(request.text_ids) != self.text_len:
+                raise SamplingError(f"a caption of {len(request.text_ids)} tokens; this model reads {self.text_len}")
+            if request.rows > self.max_batch:
+                raise SamplingError(f"{len(request.seeds)} images{' with guidance' if sampling.guided else ''} "
+                                    f"need {request.rows} rows; this engine has {self.max_batch} (Painter's max_batch)")
+        self.waiting.put(requests)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="painter-engine", daemon=True)
                 self._thread.start()
         self._wake.set()
-        return Ticket(request)
+        return [Ticket(request) for request in requests]
 
     # -- the engine's thread ------------------------------------------------------------------------------
 
@@ -142,7 +150,7 @@ class Engine:
             self._wake.clear()
             while True:
                 while not self.waiting.empty():
-                    pending.append(self.waiting.get())
+                    pending.extend(self.waiting.get())
                 pending = [r for r in pending if not self._dropped(r)]
                 try:
                     pending = self._admit(pending)

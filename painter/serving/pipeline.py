@@ -172,7 +172,7 @@ class Painter:
 
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
         """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch."""
-        tickets = [self.engine.submit(tokens.ids, [seed], sampling) for tokens, seed in rows]
+        tickets = self.engine.submit_all([(tokens.ids, [seed]) for tokens, seed in rows], sampling)
         return torch.cat([ticket.result() for ticket in tickets])
 
     def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:

@@ -1,4 +1,5 @@
-"""``painter predict``: a TSV of prompts in, a TSV of base64 PNGs out, resumable after any interruption.
+"""``painter predict``: a TSV of prompts in, a TSV of base64 PNGs out, resumable after any interruption, in one
+process or sharded among several under torchrun (serving/shards.py).
 
 The output is always a prefix of the full answer (input order, ``num_images`` rows per prompt, image j with
 seed + j). Re-running finds how much of that prefix is already there, repairs a torn last line, and paints
@@ -13,6 +14,7 @@ import fcntl
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -24,6 +26,7 @@ from painter.data.tsv import PromptRow, RejectedRow, read_prompt_rows, tsv_line
 from painter.errors import DataError, PainterError, SamplingError
 from painter.sampling import image_seeds, resolve_seed
 from painter.serving.pipeline import Painter
+from painter.serving.shards import Group, Shard
 from painter.text import TokenizedPrompt
 
 log = logging.getLogger(__name__)
@@ -127,12 +130,16 @@ def write_rejects(output: Path, rejected: list[RejectedRow]) -> None:
 
 def predict(painter: Painter, input_path: str | Path, output_path: str | Path, seed: int = 0, num_images: int = 1,
             top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
-            guidance_scale: float | None = None, batch_size: int = 8, progress: bool = True) -> PredictReport:
+            guidance_scale: float | None = None, batch_size: int = 8, progress: bool = True,
+            shard: Shard | None = None) -> PredictReport:
+    """Paint every prompt of ``input_path`` into ``output_path``; with ``shard`` (under torchrun), this
+    process's block of the rows, merged into the output by rank 0 when every block is done."""
     output = Path(output_path)
     if batch_size < 1:
         raise SamplingError(f"--batch-size must be at least 1, got {batch_size}")
+    group = Group(shard) if shard else None
     if seed == -1:
-        seed = resolve_seed(seed)
+        seed = resolve_seed(seed) if group is None else group.broadcast(resolve_seed(seed))
         log.warning("--seed -1 picked seed %d; pass --seed %d to resume this job with the same images", seed, seed)
     image_seeds(resolve_seed(seed), num_images)
     sampling = painter.sampling(top_k, top_p, temperature, guidance_scale)
@@ -150,32 +157,109 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
             good.append((row, painter.tokenize(row.text)))
         except PainterError as exc:
             rejected.append(RejectedRow(row.line, str(exc), f"{row.idx}\t{row.text}"))
-    for r in rejected:
-        log.warning("%s line %d rejected: %s", input_path, r.line, r.reason)
+    if not shard or shard.rank == 0:
+        for r in rejected:
+            log.warning("%s line %d rejected: %s", input_path, r.line, r.reason)
+    todo = [(row, tokens, j) for row, tokens in good for j in range(num_images)]
+    job = partial(_paint_into, painter, seed=seed, sampling=sampling, batch_size=batch_size, progress=progress)
+    if group is None:
+        with locked_output(output) as fh:
+            done = resume_point(output, todo)
+            write_rejects(output, rejected)
+            if done:
+                log.info("resuming: %d image row(s) already in %s, %d to go", done, output, len(todo) - done)
+            written = job(fh, output, todo[done:], done)
+        return PredictReport(written=written, skipped=done, rejected=rejected)
+    try:
+        return _predict_shard(job, group, output, todo, rejected, batch_size)
+    finally:
+        group.close()
 
-    with locked_output(output) as fh:
-        todo = [(row, tokens, j) for row, tokens in good for j in range(num_images)]
-        done = resume_point(output, todo)
-        todo = todo[done:]
+
+def _paint_into(painter: Painter, fh: IO[str], output: Path, todo: Todo, done: int, seed: int, sampling,
+                batch_size: int, progress: bool) -> int:
+    """Append the rows of ``todo`` to ``fh`` (``output``, holding ``done`` rows), each batch flushed to disk;
+    returns how many were written."""
+    bar = tqdm(total=len(todo) + done, initial=done, unit="img", disable=not progress, desc="painting")
+    written = 0
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            images = painter.paint([(tokens, seed + j) for _, tokens, j in chunk], sampling)
+            fh.write("".join(tsv_line(row.idx, row.text, png_base64(im)) for (row, _, _), im in zip(chunk, images)))
+            fh.flush()
+            os.fsync(fh.fileno())
+            written += len(chunk)
+            bar.update(len(chunk))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DataError(f"the disk is full while writing {output}; {done + written} complete rows are "
+                            "kept: free some space and run the same command again to resume") from exc
+        raise
+    finally:
+        bar.close()
+    return written
+
+
+def _predict_shard(job, group: Group, output: Path, todo: Todo, rejected: list[RejectedRow],
+                   batch_size: int) -> PredictReport:
+    """This rank's block into its part file, then (rank 0) every part appended to the output in order."""
+    shard = group.shard
+    error, written, skipped = None, 0, 0
+    try:
+        stale = shard.stale_parts(output, batch_size)
+        if stale:
+            raise DataError(f"{stale[0]} is left by an interrupted run with another number of processes or "
+                            "another --batch-size; run with those (--nproc_per_node N, --batch-size B in its "
+                            "name: partRofN-bB) to finish it, or delete its part files")
+        done = group.broadcast(_merged(output, todo) if shard.rank == 0 else None)
+        block = shard.block(len(todo), batch_size)
+        if block.stop > done:  # blocks already in the output (a merge cut short) are not painted again
+            part = shard.part(output, batch_size)
+            rows = todo[block.start:block.stop]
+            with locked_output(part) as fh:
+                skipped = resume_point(part, rows)
+                if skipped:
+                    log.info("rank %d resuming: %d of its %d rows already in %s", shard.rank, skipped, len(rows), part)
+                written = job(fh, part, rows[skipped:], skipped)
+    except PainterError as exc:
+        error = str(exc)
+    errors = group.all_ok(error)
+    if errors:
+        raise DataError("sharded predict stopped (the parts written so far are kept): " + "; ".join(errors))
+    if shard.rank == 0:
         write_rejects(output, rejected)
-        if done:
-            log.info("resuming: %d image row(s) already in %s, %d to go", done, output, len(todo))
-        bar = tqdm(total=len(todo) + done, initial=done, unit="img", disable=not progress, desc="painting")
-        written = 0
-        try:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                images = painter.paint([(tokens, seed + j) for _, tokens, j in chunk], sampling)
-                fh.write("".join(tsv_line(row.idx, row.text, png_base64(im)) for (row, _, _), im in zip(chunk, images)))
-                fh.flush()
-                os.fsync(fh.fileno())
-                written += len(chunk)
-                bar.update(len(chunk))
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DataError(f"the disk is full while writing {output}; {done + written} complete rows are "
-                                "kept: free some space and run the same command again to resume") from exc
-            raise
-        finally:
-            bar.close()
-    return PredictReport(written=written, skipped=done, rejected=rejected)
+        _merge(shard, output, todo, batch_size)
+    return PredictReport(written=written, skipped=skipped, rejected=rejected)
+
+
+def _merged(output: Path, todo: Todo) -> int:
+    """How many rows the output holds (repairing a torn last line, under its lock)."""
+    with locked_output(output):
+        return resume_point(output, todo)
+
+
+def _merge(shard: Shard, output: Path, todo: Todo, batch_size: int) -> None:
+    """Append every part to the output in order, each row once (a merge cut short resumes where it stopped),
+    then remove the parts."""
+    parts = [shard.part(output, batch_size, rank) for rank in range(shard.world)]
+    with locked_output(output) as fh:
+        count = resume_point(output, todo)
+        for rank, part in enumerate(parts):
+            block = Shard(rank, shard.world).block(len(todo), batch_size)
+            if block.stop <= count:
+                continue
+            if not part.is_file():
+                raise DataError(f"rank {rank}'s part {part} is not there: on several machines the output's "
+                                "folder must be one they all see (a shared file system)")
+            rows = todo[block.start:block.stop]
+            if resume_point(part, rows) != len(rows):
+                raise DataError(f"{part} is not complete; run the same command again to finish it")
+            lines = part.read_text(encoding="utf-8").splitlines(keepends=True)[max(count - block.start, 0):]
+            fh.write("".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+            count = block.stop
+    for part in parts:
+        part.unlink(missing_ok=True)
+    log.info("merged %d parts into %s (%d rows)", len(parts), output, count)
