@@ -210,7 +210,7 @@ def measure_lone(model_dir: str, modes: list[str], repeats: int) -> None:
     """One request alone: the engine against the bare loop, alternating, the median of ``repeats`` each."""
     from painter import Painter
 
-    print(f"| model | mode | engine s | bare loop s | engine / bare | same codes |\n|---|---|---|---|---|---|")
+    print("| model | mode | engine s | bare loop s | engine / bare | same codes |\n|---|---|---|---|---|---|")
     for mode in modes:
         painter = Painter.from_pretrained(model_dir, device="cpu", precision=mode)
         sampling = painter.sampling(None, None, None, None)

@@ -14,7 +14,7 @@ from painter import Painter
 from painter.errors import DeviceError, SamplingError
 from painter.models import KVCache
 from painter.models.gpt import fuse_qkv
-from painter.models.packed import Int8Linear
+from painter.models.packed import INT4_GROUP, Int4Linear, Int8Linear, int4_groups
 from painter import precision
 from painter.precision import auto_candidates, resolve_inference
 from painter.sampling import SamplingConfig
@@ -25,7 +25,7 @@ from conftest import ROOT, tiny_model
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8", "auto"])
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8", "int4", "auto"])
 def test_every_mode_loads_and_generates(easynlp_dir, mode):
     if mode == "bf16" and not precision.native_bf16(CPU):
         with pytest.raises(DeviceError, match="no native bf16 arithmetic"):
@@ -41,7 +41,11 @@ def test_every_mode_loads_and_generates(easynlp_dir, mode):
 def test_auto_takes_the_fastest_usable_mode_and_falls_back_to_fp32(monkeypatch):
     import painter.models.packed as packed
 
+    monkeypatch.setattr(precision, "int4_pays", lambda: False)
     assert auto_candidates(CPU) == (["int8", "bf16", "fp32"] if precision.native_bf16(CPU) else ["int8", "fp32"])
+    monkeypatch.setattr(precision, "int4_pays", lambda: True)  # a CPU whose int4 kernel is faster leads with it
+    assert auto_candidates(CPU)[:2] == ["int4", "int8"]
+    monkeypatch.setattr(precision, "int4_pays", lambda: False)
     monkeypatch.setattr(packed, "int8_available", lambda: False)
     assert auto_candidates(CPU)[0] == ("bf16" if precision.native_bf16(CPU) else "fp32")
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
@@ -50,8 +54,30 @@ def test_auto_takes_the_fastest_usable_mode_and_falls_back_to_fp32(monkeypatch):
     assert (chosen.mode, chosen.gpt_dtype, chosen.decoder_dtype) == ("fp32", torch.float32, torch.float32)
     with pytest.raises(DeviceError, match="int8 is not available here: this PyTorch build has no fbgemm"):
         resolve_inference("int8", CPU)
-    with pytest.raises(DeviceError, match="unknown precision 'int4'"):
+    with pytest.raises(DeviceError, match="unknown precision 'int2'"):
+        resolve_inference("int2", CPU)
+    assert "int4 is a CPU mode" in precision.mode_usable("int4", torch.device("cuda"))
+    monkeypatch.setattr(packed, "int4_available", lambda: False)
+    with pytest.raises(DeviceError, match="int4 is not available here: this PyTorch build has no int4"):
         resolve_inference("int4", CPU)
+
+
+def test_int4_is_weight_only_in_groups_and_rows_never_interact():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    layer = Int4Linear(linear)
+    x = torch.randn(5, 3, 256)
+    exact, quantized = linear(x), layer(x)
+    assert quantized.shape == exact.shape and quantized.dtype == torch.float32
+    assert 0 < ((quantized - exact).norm() / exact.norm()).item() < 0.12  # bf16 activations, 16 levels a group
+    for r in range(len(x)):
+        assert torch.equal(quantized[r], layer(x[r:r + 1])[0])
+    codes, pairs = int4_groups(linear.weight.detach(), INT4_GROUP)
+    assert codes.min() >= 0 and codes.max() <= 15 and pairs.shape == (256 // INT4_GROUP, 96, 2)
+    rebuilt = (codes.view(96, -1, INT4_GROUP) - 8) * pairs[:, :, 0].float().T[..., None] + pairs[:, :, 1].float().T[..., None]
+    assert (rebuilt.view(96, 256) - linear.weight).abs().max() < 0.01  # each weight within its group's step
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Int4Linear(torch.nn.Linear(100, 8))
 
 
 def test_int8_mode_quantizes_the_gpt_and_keeps_the_decoder_apart(easynlp_dir):

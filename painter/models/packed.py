@@ -11,6 +11,10 @@ accumulates in int32 and returns fp32. fbgemm quantizes a whole input with one r
 would depend on the other rows of its batch (and a picture on who else paints at the same time); each row is
 therefore first mapped onto [0, 1] by its own minimum and span, which the output undoes exactly:
 W x + b = span * (W x') + lo * W 1 + b with x' = (x - lo) / span. Every row then quantizes as it would alone.
+
+Int4 halves int8's bytes again: weights only, in groups of INT4_GROUP inputs per output channel (asymmetric,
+16 levels between the group's minimum and maximum), multiplied by ATen's CPU kernel with bf16 activations
+(in fp32 it falls back to a path 30 times slower). No activation is quantized, so rows never interact.
 """
 
 from __future__ import annotations
@@ -95,6 +99,48 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+INT4_GROUP = 32  # inputs per scale: 7.9% relative error per layer on random weights, against 10% at 128
+
+
+def int4_available() -> bool:
+    return hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(torch, "_convert_weight_to_int4pack_for_cpu")
+
+
+def int4_groups(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes 0..15 [N, K] (int32) and the kernel's bf16 (scale, zero) pairs [K / group, N, 2], where a weight
+    is (code - 8) * scale + zero, i.e. code * scale + the group's minimum."""
+    n, k = weight.shape
+    groups = weight.float().reshape(n, k // group, group)
+    lo, hi = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = ((hi - lo) / 15).clamp_min(1e-12)
+    codes = torch.clamp(torch.round((groups - lo) / scale), 0, 15).to(torch.int32).reshape(n, k)
+    pairs = torch.stack([scale.squeeze(-1), (lo + 8 * scale).squeeze(-1)], -1).transpose(0, 1)
+    return codes, pairs.contiguous().bfloat16()
+
+
+class Int4Linear(nn.Module):
+    """Inference-only stand-in for an fp32 ``nn.Linear`` with group-wise int4 weights and bf16 activations
+    (see the module's docstring); fp32 in and out, like the layer it replaces."""
+
+    def __init__(self, linear: nn.Linear, group: int = INT4_GROUP):
+        super().__init__()
+        self.in_features, self.out_features, self.group = linear.in_features, linear.out_features, group
+        if self.in_features % group:
+            raise ValueError(f"int4 needs in_features ({self.in_features}) to be a multiple of {group}")
+        codes, self.scales_zeros = int4_groups(linear.weight.detach(), group)
+        self.packed = torch._convert_weight_to_int4pack_for_cpu(codes, 8)  # 8 inner k-tiles, as ATen's tests
+        self.bias = None if linear.bias is None else linear.bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_zeros).float()
+        y = y.view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 (groups of {self.group})"
+
+
 def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
     """Swap every CPU ``nn.Linear`` inside ``module`` for ``make(linear)``; return how many were swapped."""
     count = 0
@@ -119,8 +165,12 @@ def pack_linears(module: nn.Module, batch_hint: int = 4) -> int:
     return replace_linears(module, lambda linear: PackedLinear(linear, batch_hint))
 
 
-def quantize_linears(module: nn.Module) -> int:
-    """Replace every CPU ``nn.Linear`` inside ``module`` by an Int8Linear; return how many."""
+def quantize_linears(module: nn.Module, bits: int = 8) -> int:
+    """Replace every CPU ``nn.Linear`` inside ``module`` by an Int8Linear (or Int4Linear); return how many."""
+    if bits == 4:
+        if not int4_available():
+            raise RuntimeError("this PyTorch build has no int4 CPU kernels")
+        return replace_linears(module, Int4Linear)
     if not int8_available():
         raise RuntimeError("this PyTorch build has no fbgemm int8 kernels")
     return replace_linears(module, Int8Linear)

@@ -165,7 +165,7 @@ class Painter:
         reference's tokens)."""
         with self._engine_lock:
             if self._engine is None:
-                compile = self.device.type == "cuda" or self.inference.int8
+                compile = self.device.type == "cuda" or self.inference.quantized
                 self._engine = Engine(self.model.transformer, self.tokenizer.unconditional(), self.config.img_len,
                                       self.device, self.max_batch, compile=compile)
             return self._engine
@@ -288,8 +288,8 @@ def prepare_for_inference(module: torch.nn.Module, inference: InferencePrecision
         module = module.transformer
     fuse_qkv(module.to(device=device, dtype=inference.gpt_dtype))
     if device.type == "cpu":
-        if inference.int8:
-            quantize_linears(module)
+        if inference.quantized:
+            quantize_linears(module, bits=4 if inference.mode == "int4" else 8)
             if isinstance(module, GPT):  # 115 MB in fp32 for base, read one row per token: bf16 halves the
                 module.tok_emb.to(torch.bfloat16)  # peak memory's largest fp32 tensor at no measurable KL cost
         else:
