@@ -126,12 +126,14 @@ def measure_reference(model_dir: Path, full: bool) -> dict:
 
 def weight_bytes_per_step(gpt: torch.nn.Module) -> int:
     """Bytes of the Linear weights one sampling step reads (every layer and the head, once per step)."""
-    from painter.models.packed import Int8Linear, PackedLinear
+    from painter.models.packed import Int4Linear, Int8Linear, PackedLinear
 
     total = 0
     for module in gpt.modules():
         if isinstance(module, Int8Linear):
             total += module.in_features * module.out_features
+        elif isinstance(module, Int4Linear):  # half a byte a weight, and a bf16 scale and zero a group
+            total += module.packed.numel() + module.scales_zeros.numel() * 2
         elif isinstance(module, PackedLinear):
             total += module.packed_weight.numel() * module.packed_weight.element_size()
         elif isinstance(module, torch.nn.Linear):
