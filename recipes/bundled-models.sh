@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, evaluation,
+# Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, sampling, evaluation,
 # shipping. Run it again after an interruption anywhere and it continues:
 #  - a stage whose output is committed (recipes/bundled/manifest.tsv, assets/models/bundled-*) is skipped;
 #  - a training stage resumes from its last checkpoint in $RUNS (or starts again on a new machine).
@@ -62,3 +62,17 @@ if [[ ! -s $OUT/bundled-base/model.safetensors || ! -s $OUT/bundled-large/model.
   train_gpt bundled-large "$EPOCHS_LARGE" 2
   stamp "gpts: large done"
 fi
+
+# 4. Each GPT: its recommended sampling (recipes/sampling_sweep.py), shipped in fp16 beside the shared VQGAN,
+#    and evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases.
+for size in bundled-base bundled-large; do
+  [[ -s $OUT/$size/model.safetensors ]] && continue
+  stamp "$size: sweep"
+  read -r TOP_K TEMPERATURE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size/model" \
+    --data "$DATA" --output "$RUNS/$size-sweep.json")
+  $PY -m painter convert "$RUNS/$size/model" "$OUT/$size" --to painter --dtype fp16 \
+    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE"
+  $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
+    --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 > "$RUNS/$size-eval.json"
+  stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE)"
+done
