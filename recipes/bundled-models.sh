@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, sampling, evaluation,
+# Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, evaluation,
 # shipping. Run it again after an interruption anywhere and it continues:
 #  - a stage whose output is committed (recipes/bundled/manifest.tsv, assets/models/bundled-*) is skipped;
 #  - a training stage resumes from its last checkpoint in $RUNS (or starts again on a new machine).
