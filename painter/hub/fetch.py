@@ -160,8 +160,8 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
 
 def _retry(url: str, attempt: int, retries: int, why: str) -> int:
     if attempt >= retries:
-        raise DownloadError(f"{url}: gave up after {retries + 1} attempts ({why}); run the command again to "
-                            "resume from where it stopped")
+        raise DownloadError(f"{url}: gave up after {retries + 1} attempts ({why}); try again (the same command, "
+                            "or Download in the studio) to resume from where it stopped")
     wait = min(30.0, 0.5 * 2**attempt)
     log.warning("download interrupted (%s); retrying in %.1f s", why, wait)
     time.sleep(wait)
