@@ -70,7 +70,7 @@ def job(api, model: str, seed: int, preview_every: int) -> float:
     return time.perf_counter() - started
 
 
-def overhead(url: str, model: str, repeats: int) -> dict:
+def overhead(url: str, model: str, choice: str, repeats: int) -> dict:
     from painter.serving.pipeline import Painter
 
     painter = Painter.from_pretrained(model)
@@ -81,7 +81,7 @@ def overhead(url: str, model: str, repeats: int) -> dict:
             pass
         alone.append(time.perf_counter() - started)
     api = client(url)
-    studio = [job(api, model, seed=i, preview_every=8) for i in range(repeats + 1)]
+    studio = [job(api, choice, seed=i, preview_every=8) for i in range(repeats + 1)]
     alone, studio = statistics.median(alone[1:]), statistics.median(studio[1:])  # the first warms up
     return {"engine_s": alone, "studio_s": studio, "added_s": studio - alone}
 
@@ -111,20 +111,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--output", default=str(ROOT / "bench" / "results" / "studio.json"))
     args = p.parse_args(argv)
     results = {"model": args.model}
+    choice = Path(args.model).name if Path(args.model).is_dir() else args.model  # how the studio lists it
     one, one_url = serve(args.model, workers=1)
     batched, batched_url = serve(args.model, workers=8)
     try:
         for url in (one_url, batched_url):  # each studio loads and prepares its models once: wait for all
-            for model in dict.fromkeys([args.model, *PREPARED]):  # of them, or their checks share the cores
+            for model in dict.fromkeys([choice, *PREPARED]):  # of them, or their checks share the cores
                 job(client(url), model, 0, 8)
-        results["overhead"] = overhead(batched_url, args.model, args.repeats)
-        results["one_at_a_time"] = [concurrency(one_url, args.model, n, args.rounds) for n in args.clients]
-        results["batched"] = [concurrency(batched_url, args.model, n, args.rounds) for n in args.clients]
+        results["overhead"] = overhead(batched_url, args.model, choice, args.repeats)
+        results["one_at_a_time"] = [concurrency(one_url, choice, n, args.rounds) for n in args.clients]
+        results["batched"] = [concurrency(batched_url, choice, n, args.rounds) for n in args.clients]
     finally:
         one.terminate()
         batched.terminate()
     o = results["overhead"]
-    print(f"{args.model}: Painter.stream {o['engine_s']:.2f} s, through the studio {o['studio_s']:.2f} s "
+    print(f"{choice}: Painter.stream {o['engine_s']:.2f} s, through the studio {o['studio_s']:.2f} s "
           f"(adds {o['added_s']:.2f} s)")
     print("| clients | one at a time: images/min | median s | p95 s | batched: images/min | median s | p95 s | "
           "throughput ratio |")
