@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from painter import Painter
 from painter.errors import PainterError
 from painter.serving.cli import EXIT_ERROR, main
+from painter.training.loop import training_seconds
 from conftest import ROOT
 
 COLOURS = {"红色": (220, 30, 30), "绿色": (30, 200, 60), "蓝色": (30, 60, 220), "黄色": (240, 220, 30),
@@ -69,6 +70,8 @@ def test_fine_tuning_lowers_the_loss_and_the_result_paints(easynlp_dir, tmp_path
     assert last < first - 1.0, (first, last)
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
     assert len(evals) == 4 and evals[-1] < evals[0]
+    seconds = [r["seconds"] for r in records]
+    assert seconds == sorted(seconds) and training_seconds(records) == seconds[-1] > 0
     painter = Painter.from_pretrained(out / "model", device="cpu")
     assert painter.generate("红色方块")[0][0].size == (16, 16)
     prompts = tmp_path / "prompts.tsv"
@@ -392,3 +395,11 @@ def test_retrieval_per_seed_variety_and_same_style_candidates(tmp_path):
     mixed = retrieval(Seeded(twin), b_only, captions=10, candidates=20, pool=data)
     same = retrieval(Seeded(twin), b_only, captions=10, candidates=20, pool=data, same_style=True)
     assert mixed.r_at_1 <= 0.2 and same.r_at_1 >= 0.8
+
+
+def test_training_time_adds_up_the_runs_of_a_resumed_log():
+    records = [{"seconds": 10.0}, {"seconds": 20.5}, {"step": 3}, {"seconds": 4.0}, {"seconds": 9.0},
+               {"seconds": 1.0}]
+    assert training_seconds(records) == 20.5 + 9.0 + 1.0
+    assert training_seconds([]) == 0.0 and training_seconds([{"step": 1}]) == 0.0
+

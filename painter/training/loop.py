@@ -303,6 +303,7 @@ def run(task: Task, cfg: LoopConfig, output: Path, resume: bool, dist_info: Dist
                           **{k: round(v, 6) for k, v in losses.items()}}
                 if tokens_seen:
                     record["tokens_per_s"] = round(tokens_seen / elapsed, 1)
+                record["seconds"] = round(elapsed, 1)  # since this run (or resume) began: recipes sum the runs
                 last = micro >= total_micro
                 if (cfg.eval_every and step % cfg.eval_every == 0) or last:
                     record.update({f"eval_{k}": round(v, 6) for k, v in task.evaluate().items()})
@@ -317,3 +318,19 @@ def run(task: Task, cfg: LoopConfig, output: Path, resume: bool, dist_info: Dist
     finally:
         bar.close()
     return record
+
+
+def training_seconds(records: list[dict]) -> float:
+    """Wall time a run's log spent training, over all its resumes: each record's ``seconds`` counts from the
+    start of its own process, so a drop marks a resume and the time before it is added up (the gaps between
+    processes, a machine switched off overnight, are not)."""
+    total, last = 0.0, 0.0
+    for record in records:
+        seconds = record.get("seconds")
+        if seconds is None:
+            continue
+        if seconds < last:
+            total += last
+        last = seconds
+    return total + last
+
