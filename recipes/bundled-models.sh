@@ -74,5 +74,6 @@ for size in bundled-base bundled-large; do
     --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE"
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 > "$RUNS/$size-eval.json"
+  PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
   stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE)"
 done

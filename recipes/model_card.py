@@ -1,13 +1,17 @@
-"""Writes the model card (README.md) of a shipped demo model from its run's records.
+"""Writes the model card (README.md) of a shipped model (a demo or a bundled one) from its run's records.
 
     python recipes/model_card.py demo-large runs assets/models
+    python recipes/model_card.py bundled-large runs assets/models
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CARD = """# {name}
 
@@ -50,6 +54,48 @@ captions, so conservative sampling paints the cleanest pictures; explicit flags 
 """
 
 
+BUNDLED_CARD = """# {name}
+
+A {size} GPT ({n_layer} layers, {n_head} heads, width {n_embd}; {params:.1f}M parameters) that paints 128x128
+pictures from Chinese prompts through the shared VQGAN in `../bundled-vqgan` (f8: 16x16 codes, codebook
+{n_embed}), in six emoji art styles and four domains: 电商 product shots on white, 风景 scenery, 国画 ink
+painting and 书法 calligraphy. It keeps the pai-painter token layout (32 Chinese BERT text tokens, then 256
+image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
+Trained with caption dropout {caption_dropout}.
+
+## Data and licences
+`painter data bundled` (pinned packages; manifest `recipes/bundled/manifest.tsv`). Every source allows
+training and shipping the weights; nothing share-alike or non-commercial:
+
+{sources}
+
+Pictures it paints derive from these sources: credit them as listed (Twemoji and the photographs under
+CC-BY 4.0). {counts}
+
+## Recipe
+`recipes/bundled-models.sh` on the project's 2-core CPU (each stage resumable; wall time of the stage's own
+processes, pauses and gaps between sessions left out where the log records them):
+
+| stage | steps | time |
+|---|---|---|
+| VQGAN (`painter train-vqgan --config f8 --crop 64`) | {vq_steps} | {vq_time} |
+| this GPT (`painter train --size {name}`, one core beside the other GPT, then two) | {steps} | {time} |
+
+## Sampling
+Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
+settings whose pictures differ between seeds while staying on the prompt): {recommended}.
+
+## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, 100 candidates)
+| metric | seed 0 | seeds 0-{last_seed} (per seed) | prompts with two correct pictures > 8 grey levels apart |
+|---|---|---|---|
+{metric_rows}
+| validation loss (held-out pictures) | {valid_loss:.3f} | | |
+| VQGAN PSNR on held-out pictures | {vqgan_psnr:.2f} dB | | |
+"""
+METRICS = {"r_at_1_train": "R@1, training captions", "r_at_1_heldout": "R@1, held-out (subject, style) pairs "
+           "(candidates of the same style)", "r_at_1_paraphrase": "R@1, paraphrased prompts"}
+
+
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
@@ -59,19 +105,75 @@ def minutes(run: Path) -> float:
     return ((run / "log.jsonl").stat().st_mtime - (run / "run.json").stat().st_mtime) / 60
 
 
+def duration(run: Path) -> str:
+    """The training time a run's log records (``seconds``, summed over resumes); steps logged before the
+    logs had times are estimated at the logged rate; a log with no times gets its files' span."""
+    from painter.training.loop import training_seconds
+
+    log = records(run)
+    timed = [r for r in log if "seconds" in r]
+    if not timed:
+        return f"{minutes(run):.0f} min (first to last file write, gaps included)"
+    seconds, untimed = training_seconds(log), len(log) - len(timed)
+    if not untimed:
+        return f"{seconds / 3600:.1f} h"
+    estimate = seconds / len(timed) * len(log)
+    return f"about {estimate / 3600:.1f} h ({seconds / 3600:.1f} h logged, {untimed} earlier steps at the logged rate)"
+
+
+def gpt_params(gpt: dict) -> float:
+    """Millions of parameters of a GPT config (embeddings, blocks, final norm, head)."""
+    return (gpt["vocab_size"] * gpt["n_embd"] + gpt["block_size"] * gpt["n_embd"]
+            + gpt["n_layer"] * (12 * gpt["n_embd"] ** 2 + 13 * gpt["n_embd"])
+            + 2 * gpt["n_embd"] + (gpt["vocab_size"] - 21128) * gpt["n_embd"]) / 1e6
+
+
+def settings_text(model_dir: Path) -> str:
+    recommended = json.loads((model_dir / "config.json").read_text()).get("sampling", {})
+    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in recommended.items()) or "the reference's"
+
+
+def bundled_card(name: str, runs: Path, models: Path) -> str:
+    run, vq = runs / name, runs / "bundled-vqgan"
+    info = json.loads((run / "run.json").read_text())
+    vq_config = json.loads((models / "bundled-vqgan" / "config.json").read_text())["vqgan"]
+    # the VQGAN's run is on the machine that trained it; elsewhere the committed stamps tell its time
+    vq_steps, vq_time = ((records(vq)[-1]["step"], duration(vq)) if (vq / "log.jsonl").is_file() else
+                         ("", "see recipes/bundled/times.log"))
+    evaluation = json.loads((runs / f"{name}-eval.json").read_text())
+    attribution = (ROOT / "recipes" / "bundled" / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    sources = attribution.split("## Sources", 1)[1].split("## Counts", 1)[0].strip()
+    counts = re.findall(r"^\d+ pictures;.*$", attribution, flags=re.M)
+    rows = []
+    for key, label in METRICS.items():
+        if key in evaluation:
+            per_seed = evaluation.get(f"{key}_per_seed") or []
+            variety = evaluation.get(f"{key}_variety")
+            rows.append(f"| {label} | {evaluation[key]:.3f} | {' / '.join(f'{v:.3f}' for v in per_seed)} | "
+                        f"{'' if variety is None else f'{variety:.2f}'} |")
+    gpt = info["gpt"]
+    return BUNDLED_CARD.format(
+        name=name, size=name.split("-")[1], params=gpt_params(gpt), n_embed=vq_config["n_embed"],
+        caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
+        vq_steps=vq_steps, vq_time=vq_time, steps=records(run)[-1]["step"], time=duration(run),
+        recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),
+        eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"], metric_rows="\n".join(rows),
+        valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"],
+        last_seed=evaluation.get("seeds", 1) - 1, **gpt)
+
+
 def main(name: str, runs: Path, models: Path) -> None:
+    if name.startswith("bundled-"):
+        (models / name / "README.md").write_text(bundled_card(name, runs, models), encoding="utf-8")
+        return
     run, vq = runs / name, runs / "demo-vqgan"
     info, vq_info = json.loads((run / "run.json").read_text()), json.loads((vq / "run.json").read_text())
     log, vq_log = records(run), records(vq)
     evaluation = json.loads((runs / f"{name}-eval.json").read_text())
     gpt = info["gpt"]
-    recommended = json.loads((models / name / "config.json").read_text()).get("sampling", {})
-    params = (gpt["vocab_size"] * gpt["n_embd"] + gpt["block_size"] * gpt["n_embd"]
-              + gpt["n_layer"] * (12 * gpt["n_embd"] ** 2 + 13 * gpt["n_embd"])
-              + 2 * gpt["n_embd"] + (gpt["vocab_size"] - 21128) * gpt["n_embd"]) / 1e6
     card = CARD.format(
-        name=name, size=name.split("-")[1], params=params,
-        recommended=", ".join(f"{k.replace('_', '-')} {v}" for k, v in recommended.items()) or "the reference's", n_embed=vq_info["config"]["n_embed"],
+        name=name, size=name.split("-")[1], params=gpt_params(gpt),
+        recommended=settings_text(models / name), n_embed=vq_info["config"]["n_embed"],
         caption_dropout=info["caption_dropout"], train_rows="7,320", train_images="1,830",
         vq_epochs=vq_info["loop"]["epochs"], vq_steps=vq_log[-1]["step"], vq_minutes=minutes(vq),
         epochs=info["loop"]["epochs"], steps=log[-1]["step"], minutes=minutes(run),
