@@ -161,8 +161,8 @@ class Painter:
     def engine(self) -> Engine:
         """The batching engine that samples every request for this model (made on first use with
         ``max_batch`` rows). The compiled fixed-shape step: CUDA graphs on GPUs; on CPUs traced TorchScript,
-        which int8's layers allow (oneDNN-packed fp32 and bf16 layers cannot be traced, and fp32 keeps the
-        reference's tokens)."""
+        which int8's and int4's layers allow (oneDNN-packed fp32 and bf16 layers cannot be traced, and fp32
+        keeps the reference's tokens)."""
         with self._engine_lock:
             if self._engine is None:
                 compile = self.device.type == "cuda" or self.inference.quantized
@@ -278,8 +278,8 @@ def is_encoder_key(key: str) -> bool:
 
 def prepare_for_inference(module: torch.nn.Module, inference: InferencePrecision, device: torch.device) -> None:
     """Convert a freshly loaded GPT block, or the whole model once its last tensors are in, for inference:
-    device and dtypes, fused query/key/value, and on CPU int8 (with a bf16 token embedding) or oneDNN-packed
-    Linear layers and a channels-last decoder. Parts converted earlier are left as they are."""
+    device and dtypes, fused query/key/value, and on CPU int8 or int4 (with a bf16 token embedding) or
+    oneDNN-packed Linear layers and a channels-last decoder. Parts converted earlier are left as they are."""
     if isinstance(module, PainterModel):
         module.first_stage_model.drop_encoder()
         module.first_stage_model.to(device=device, dtype=inference.decoder_dtype)

@@ -412,8 +412,7 @@ class Studio:
 
     def refresh_models(self):
         """While downloads run (a preload, another visitor's): the lists, and whether to look again."""
-        busy = any(job.running for job in list(self.manager.downloads.values()))
-        return (*self.models_view(), gr.Timer(active=busy))
+        return (*self.models_view(), gr.Timer(active=self.manager.downloading))
 
     def default_pair(self) -> tuple[str, str]:
         names = self.manager.names
@@ -553,7 +552,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
             listed = [table, d_status, d_choice, d_go, model, c_model_a, c_model_b, d_commands]
             d_go.click(studio.download, [d_choice], listed, api_name=False, concurrency_id="download",
                        concurrency_limit=4, show_progress="hidden")
-            d_timer = gr.Timer(1.0, active=any(job.running for job in studio.manager.downloads.values()))
+            d_timer = gr.Timer(1.0, active=studio.manager.downloading)
             d_timer.tick(studio.refresh_models, None, [*listed, d_timer], api_name=False, show_progress="hidden")
             # a page opened after a download sees the model; its Create list is refreshed with the rest
             demo.load(studio.models_view, None, listed, api_name=False)

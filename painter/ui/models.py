@@ -171,6 +171,11 @@ class ModelManager:
     def downloadable(self) -> list[tuple[str, dict]]:
         return [(n, m) for n, m in hub.registry().items() if n not in self._entries and "bundled" not in m]
 
+    @property
+    def downloading(self) -> bool:
+        """Whether a download is under way (a visitor's, or a preload)."""
+        return any(job.running for job in list(self.downloads.values()))
+
     def download(self, name: str) -> Download:
         """Start downloading a known model in the background (or follow the download already running); once
         installed it is in ``names``. Only the registry's models: never a path or URL a visitor typed."""
@@ -178,8 +183,9 @@ class ModelManager:
             current = self.downloads.get(name)
             if current and current.running:
                 return current
-            if name not in dict(self.downloadable()):
-                known = ", ".join(n for n, _ in self.downloadable()) or "none"
+            available = [n for n, _ in self.downloadable()]
+            if name not in available:
+                known = ", ".join(available) or "none"
                 raise PainterError(f"{name!r} 不能下载 (cannot be downloaded): it is installed or not a known "
                                    f"model; downloadable: {known}")
             job = self.downloads[name] = Download(name)
