@@ -38,35 +38,12 @@ if [[ ! -s $OUT/bundled-vqgan/vqgan.safetensors ]]; then
   stamp "vqgan: done"
 fi
 
-# 3. The two GPTs side by side, one core each; when base is done, large goes on with both cores (it saves a
-#    checkpoint on SIGTERM and resumes exactly).
-VQGAN=$RUNS/bundled-vqgan/vqgan
-[[ -s $VQGAN/vqgan.safetensors ]] || VQGAN=$OUT/bundled-vqgan  # another machine: the committed VQGAN
-EPOCHS_BASE=${EPOCHS_BASE:-1.2}
-EPOCHS_LARGE=${EPOCHS_LARGE:-1.2}
-train_gpt() {
-  OMP_NUM_THREADS=$3 $PY -m painter -q train --vqgan "$VQGAN" --size "$1" --train "$DATA/train.tsv" \
-    --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr 1e-3 --warmup-steps 200 \
-    --weight-decay 0.01 --caption-dropout 0.1 --save-every 100 --eval-every 500 --resume
-}
-if [[ ! -s $OUT/bundled-base/model.safetensors || ! -s $OUT/bundled-large/model.safetensors ]]; then
-  stamp "gpts: start"
-  train_gpt bundled-base "$EPOCHS_BASE" 1 &
-  base=$!
-  train_gpt bundled-large "$EPOCHS_LARGE" 1 &
-  large=$!
-  wait "$base"
-  stamp "gpts: base done"
-  kill -TERM "$large" 2>/dev/null || true
-  wait "$large" || true
-  train_gpt bundled-large "$EPOCHS_LARGE" 2
-  stamp "gpts: large done"
-fi
-
-# 4. Each GPT: its recommended sampling (recipes/sampling_sweep.py), shipped in fp16 beside the shared VQGAN,
-#    and evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases.
-for size in bundled-base bundled-large; do
-  [[ -s $OUT/$size/model.safetensors ]] && continue
+# 3-4. Each GPT, when trained: its recommended sampling (recipes/sampling_sweep.py), shipped in fp16 beside the
+#      shared VQGAN, evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases,
+#      and described by its model card. `recipes/bundled-models.sh ship SIZE` runs only this for one trained GPT.
+ship() {
+  local size=$1 TOP_K TEMPERATURE
+  [[ -s $OUT/$size/model.safetensors ]] && return 0
   stamp "$size: sweep"
   read -r TOP_K TEMPERATURE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size/model" \
     --data "$DATA" --output "$RUNS/$size-sweep.json")
@@ -76,4 +53,36 @@ for size in bundled-base bundled-large; do
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 > "$RUNS/$size-eval.json"
   PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
   stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE)"
-done
+}
+if [[ ${1:-} == ship ]]; then
+  ship "$2"
+  exit
+fi
+
+# The two GPTs side by side, one core each (each saves a checkpoint on SIGTERM and resumes exactly). Base ships
+# while large goes on; then large has both cores.
+VQGAN=$RUNS/bundled-vqgan/vqgan
+[[ -s $VQGAN/vqgan.safetensors ]] || VQGAN=$OUT/bundled-vqgan  # another machine: the committed VQGAN
+EPOCHS_BASE=${EPOCHS_BASE:-1.2}
+EPOCHS_LARGE=${EPOCHS_LARGE:-1.2}
+train_gpt() {
+  OMP_NUM_THREADS=$3 $PY -m painter -q train --vqgan "$VQGAN" --size "$1" --train "$DATA/train.tsv" \
+    --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr 1e-3 --warmup-steps 200 \
+    --weight-decay 0.01 --caption-dropout 0.1 --save-every 100 --eval-every 500 --resume
+}
+if [[ ! -s $OUT/bundled-large/model.safetensors ]]; then
+  stamp "gpts: start"
+  train_gpt bundled-large "$EPOCHS_LARGE" 1 &
+  large=$!
+  if [[ ! -s $OUT/bundled-base/model.safetensors ]]; then
+    train_gpt bundled-base "$EPOCHS_BASE" 1
+    stamp "gpts: base done"
+    OMP_NUM_THREADS=1 ship bundled-base
+  fi
+  kill -TERM "$large" 2>/dev/null || true
+  wait "$large" || true
+  train_gpt bundled-large "$EPOCHS_LARGE" 2
+  stamp "gpts: large done"
+fi
+ship bundled-base
+ship bundled-large
