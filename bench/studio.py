@@ -8,7 +8,10 @@ Two studios are served on free ports, each in its own process (``app.py``), pain
 jobs share the model's batching engine. Through ``gradio_client`` (the API a browser's requests take):
 
 * overhead: time to the final image of a streamed job (previews every 8 tokens) through the studio, against
-  ``Painter.stream`` alone with the same prompt, seed and previews; median of ``--repeats``;
+  ``Painter.stream`` alone with the same prompt, seed and previews, the two alternating so that a machine
+  whose speed drifts slows both alike; the median of ``--repeats`` pairs' differences, split into the
+  plumbing (the call's time less the stream's own clock inside the studio, which its status reports) and
+  the painting's slowdown inside the studio's process (that clock less the stream alone);
 * concurrency: N clients each paint ``--rounds`` images at once (distinct seeds), for each studio: images per
   minute, median and 95th-percentile time to the final image.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -65,25 +69,34 @@ def client(url: str):
 
 def job(api, model: str, seed: int, preview_every: int) -> float:
     """Seconds from the request to the final image, through the API (a connected client)."""
+    return timed_job(api, model, seed, preview_every)[0]
+
+
+def timed_job(api, model: str, seed: int, preview_every: int) -> tuple[float, float]:
+    """(seconds to the final image through the API, seconds the stream took by its own clock in the studio)."""
     started = time.perf_counter()
-    api.predict(PROMPT, "plain", model, seed=seed, preview_every=preview_every, api_name="/generate")
-    return time.perf_counter() - started
+    result = api.predict(PROMPT, "plain", model, seed=seed, preview_every=preview_every, api_name="/generate")
+    took = time.perf_counter() - started
+    return took, float(re.search(r"· ([\d.]+) s ·", result[1]).group(1))
 
 
 def overhead(url: str, model: str, choice: str, repeats: int) -> dict:
     from painter.serving.pipeline import Painter
 
     painter = Painter.from_pretrained(model)
-    alone = []
-    for i in range(repeats + 1):
+    api = client(url)
+    rows = []
+    for i in range(repeats + 1):  # the first pair warms up
         started = time.perf_counter()
         for _ in painter.stream(PROMPT, seed=i, preview_every=8):
             pass
-        alone.append(time.perf_counter() - started)
-    api = client(url)
-    studio = [job(api, choice, seed=i, preview_every=8) for i in range(repeats + 1)]
-    alone, studio = statistics.median(alone[1:]), statistics.median(studio[1:])  # the first warms up
-    return {"engine_s": alone, "studio_s": studio, "added_s": studio - alone}
+        alone = time.perf_counter() - started
+        rows.append((alone, *timed_job(api, choice, seed=i, preview_every=8)))
+    rows = rows[1:]
+    return {"engine_s": statistics.median(r[0] for r in rows), "studio_s": statistics.median(r[1] for r in rows),
+            "added_s": statistics.median(r[1] - r[0] for r in rows),
+            "plumbing_s": statistics.median(r[1] - r[2] for r in rows),
+            "slower_painting_s": statistics.median(r[2] - r[0] for r in rows), "pairs": rows}
 
 
 def concurrency(url: str, model: str, clients: int, rounds: int) -> dict:
@@ -126,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         batched.terminate()
     o = results["overhead"]
     print(f"{choice}: Painter.stream {o['engine_s']:.2f} s, through the studio {o['studio_s']:.2f} s "
-          f"(adds {o['added_s']:.2f} s)")
+          f"(adds {o['added_s']:.2f} s: plumbing {o['plumbing_s']:.2f} s, painting slower by "
+          f"{o['slower_painting_s']:.2f} s; medians of {len(o['pairs'])} alternating pairs)")
     print("| clients | one at a time: images/min | median s | p95 s | batched: images/min | median s | p95 s | "
           "throughput ratio |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,6 +1,8 @@
 """The studio served for real on a free port, driven through gradio_client."""
 
+import json
 import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +20,11 @@ from painter.checkpoints import save_easynlp, save_painter  # noqa: E402
 from painter.models import GPTConfig, ModelConfig, PainterModel, VQGANConfig  # noqa: E402
 from painter.ui.metadata import read_params  # noqa: E402
 from painter.ui.app import LAUNCH_OPTIONS  # noqa: E402
-from conftest import VOCAB, tiny_model  # noqa: E402
+from conftest import ROOT, VOCAB, tiny_model  # noqa: E402
+
+# a preset with its own sampling settings and no model of its own
+SKETCH = {"name": {"zh": "素描", "en": "Sketch"}, "template": "{prompt}的素描",
+          "sampling": {"top_k": 10, "temperature": 0.2}}
 
 
 def slow_model() -> PainterModel:
@@ -49,10 +55,12 @@ def serve(tmp_path_factory):
     broken = save_easynlp(tiny_model(), VOCAB, root / "broken")
     weights = broken / "pytorch_model.bin"
     weights.write_bytes(weights.read_bytes()[:5000])
+    styles = shutil.copytree(ROOT / "styles", tmp_path_factory.mktemp("styles") / "styles")
+    (styles / "sketch.json").write_text(json.dumps(SKETCH, ensure_ascii=False), encoding="utf-8")
     port = free_port()
     demo, _ = create_app(["--model", str(root / "tiny"), "--model", str(root / "tiny3"), "--model",
                           str(root / "slow"), "--model", str(broken), "--port", str(port), "--workers", "2",
-                          "--queue-size", "32"])
+                          "--queue-size", "32", "--styles", str(styles)])
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -85,6 +93,20 @@ def test_generate_streams_and_ends_with_a_png_holding_its_parameters(server):
     assert params["prompt"] == "红苹果" and params["model"] == "tiny" and params["seed"] == 5
     assert params["top_k"] == 100 and params["temperature"] == 1.0 and "version" in params
     assert updates[-1][2] == "5"  # the seed used
+
+
+def test_preview_frames_rebuild_no_component(server, monkeypatch):
+    """A frame keeps the emptied gallery and file list as values: a skip (an empty update) would make Gradio
+    rebuild the component and its API schema on every frame, beside the painting."""
+    from gradio.state_holder import SessionState
+
+    rebuilt = []
+    real = SessionState._update_config
+    monkeypatch.setattr(SessionState, "_update_config", lambda self, key: rebuilt.append(key) or real(self, key))
+    job, updates = run_job(server, *paint_args(preview=1))
+    assert len(updates) >= 15 and rebuilt == []
+    assert all(u[0] == [] and u[3] is None for u in updates[:-1])  # the previous results are cleared
+    assert final_png(updates).is_file()
 
 
 def test_same_seed_same_pixels_and_random_seed_reported(server):
@@ -195,10 +217,10 @@ def test_sampling_left_empty_in_the_api_is_the_presets(server):
     parameters = {p["parameter_name"]: p for p in
                   client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]}
     assert all(parameters[k]["parameter_default"] is None for k in ("top_k", "top_p", "temperature", "guidance"))
-    result = client.predict("红苹果", "emoji", "tiny", seed=5, preview_every=0, api_name="/generate")
+    result = client.predict("红苹果", "sketch", "tiny", seed=5, preview_every=0, api_name="/generate")
     params = read_params(final_png([result]))
-    assert (params["style"], params["top_k"], params["temperature"]) == ("emoji", 10, 0.2)  # styles/emoji.json
-    result = client.predict("红苹果", "emoji", "tiny", None, None, 0.7, None, 5, 1, 0, api_name="/generate")
+    assert (params["style"], params["top_k"], params["temperature"]) == ("sketch", 10, 0.2)  # the preset's
+    result = client.predict("红苹果", "sketch", "tiny", None, None, 0.7, None, 5, 1, 0, api_name="/generate")
     assert (read_params(final_png([result]))["top_k"], read_params(final_png([result]))["temperature"]) == (10, 0.7)
 
 

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -42,6 +43,7 @@ PAINT_GROUP = "paint"
 CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
 DOWNLOAD_POLL = 0.5  # seconds between progress updates of a download
+GIL_SWITCH_S = 0.0005  # see main()
 FRAME_GAP = 0.1  # seconds between streamed previews: each costs an encode and a message, whatever its tokens
 # The upload box's own words follow the browser's language only; ours are in both, like every label.
 # Results are shown whole (Gradio's gallery scrolls past a fixed height) and at most 448 pixels wide.
@@ -276,11 +278,14 @@ class Studio:
                seed=-1, num_images=1, preview_every=8, history=None, request: gr.Request = None):
         """The Create tab's job and the /generate API; a sampling setting left empty is the preset's.
         After Stop, nothing more is sent: a frame painted while the cancel travels would otherwise replace
-        "已停止 Stopped" with "48 / 256 tokens" as if the job went on."""
+        "已停止 Stopped" with "48 / 256 tokens" as if the job went on.
+
+        A preview frame sends the emptied gallery and file list again rather than ``gr.skip()``: Gradio
+        rebuilds a component and its JSON schema for every skip (about 12 ms a frame for the two here, on the
+        server's event loop, beside the painting), while an unchanged value costs nothing and is not resent."""
         history = list(history or [])
         session = getattr(request, "session_hash", None)
         self._stops.discard(session)
-        cleared = False
         for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p,
                                                               temperature, guidance, seed, num_images, preview_every):
             if session in self._stops:
@@ -290,8 +295,7 @@ class Studio:
                            for i, p in enumerate(images)] + history
                 yield [str(p) for p in images], status, used_seed, [str(p) for p in images], history, ""
             else:  # the previous results make way for the new picture
-                yield (gr.skip() if cleared else []), status, used_seed, gr.skip(), gr.skip(), preview_html(images)
-                cleared = True
+                yield [], status, used_seed, None, gr.skip(), preview_html(images)  # (history is a State)
 
     def compare(self, prompt, seed, model_a, model_b, preview_every):
         """Both models stream, frame by frame in turn (one worker, no fight over cores), each with the
@@ -602,5 +606,8 @@ def create_app(argv: list[str] | None = None, prepare: bool = False) -> tuple[gr
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="painter: %(message)s")
+    # The engine's thread lets go of the GIL at every tensor op; when a server thread takes it then (to send
+    # a frame), Python's default switch interval (5 ms) can keep the painting waiting that long, each time.
+    sys.setswitchinterval(GIL_SWITCH_S)
     demo, args = create_app(argv, prepare=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
