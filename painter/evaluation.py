@@ -152,15 +152,19 @@ def domain_measures(image: Image.Image) -> dict[str, float]:
 
     * ``white_border``: share of the outer eighth that is near-white (电商: a product on white, close to 1);
     * ``fills_frame``: share of the whole picture that is not near-white (风景: a scene to the edges, near 1);
-    * ``ink_tones``: share of pixels with little colour (国画: grey ink on paper, the seal aside, near 1)."""
+    * ``ink_tones``: share of pixels with little colour (国画: grey ink on paper, the seal aside, near 1);
+    * ``colour``: share of the picture's subject (what is not near-white) in clear colour (表情 and 电商: a
+      coloured subject, well above ink's)."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     white = rgb.min(axis=2) > 235
     edge = max(1, rgb.shape[0] // 8)
     ring = np.ones(white.shape, dtype=bool)
     ring[edge:-edge, edge:-edge] = False
     chroma = rgb.max(axis=2) - rgb.min(axis=2)
-    return {"white_border": float(white[ring].mean()), "fills_frame": float(1 - white.mean()),
-            "ink_tones": float((chroma < 40).mean())}
+    subject = ~white
+    return {"white_border": float(white[ring].mean()), "fills_frame": float(subject.mean()),
+            "ink_tones": float((chroma < 40).mean()),
+            "colour": float((chroma[subject] >= 40).mean()) if subject.any() else 0.0}
 
 
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,

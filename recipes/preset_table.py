@@ -35,8 +35,8 @@ def main() -> None:
     for item in args.prompt:
         preset, _, prompt = item.partition("=")
         extra.setdefault(preset, []).append(prompt)
-    print("| preset | model | prompts | white border | fills frame | ink tones |")
-    print("|---|---|---|---|---|---|")
+    print("| preset | model | prompts | white border | fills frame | ink tones | subject in colour |")
+    print("|---|---|---|---|---|---|---|")
     for style in studio.styles.values():
         plan = studio.plan(style.id, AUTO)
         prompts = list(plan.examples) + extra.get(style.id, []) + extra.get(style.name_zh, [])
@@ -46,7 +46,8 @@ def main() -> None:
             rows += [domain_measures(Image.open(p)) for p in paths]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         print(f"| {style.name_zh} {style.name_en} | {plan.model} | {len(prompts)} × {args.seeds} seeds | "
-              f"{mean['white_border']:.2f} | {mean['fills_frame']:.2f} | {mean['ink_tones']:.2f} |")
+              f"{mean['white_border']:.2f} | {mean['fills_frame']:.2f} | {mean['ink_tones']:.2f} | "
+              f"{mean['colour']:.2f} |")
 
 
 if __name__ == "__main__":

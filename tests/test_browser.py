@@ -1,6 +1,7 @@
 """The studio in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by Selenium."""
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -101,6 +102,7 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
                                         "return [document.querySelector('#gallery img').clientHeight,"
                                         " w.scrollHeight - w.clientHeight]")
     assert shown <= 448 and box <= 2, "the result is shown whole, at a sensible size"
+    wait.until(lambda d: ".png" in d.find_element(By.CSS_SELECTOR, "#files").text)  # its PNG to download
     choose(browser, "style", "风景")
     wait.until(lambda d: "painter download pai-painter-scenery-base-zh" in d.find_element(By.CSS_SELECTOR, "#note").text)
     assert model in browser.find_element(By.CSS_SELECTOR, "#note").text  # says which model paints instead
@@ -188,3 +190,53 @@ def test_a_model_downloaded_from_the_models_tab_joins_the_create_list(browser, s
         assert browser.find_element(By.CSS_SELECTOR, "#model input").get_attribute("value") == ARCHIVE_NAME
     finally:
         demo.close()
+
+
+PRESET_SHOTS = (("ecommerce", "电商"), ("scenery", "风景"), ("painting", "国画"), ("emoji", "表情"))
+
+
+def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser(browser, studio_url, tmp_path):
+    """What a new user sees offline: each preset, "auto" model, its first example, four pictures. Saved as the
+    README's screenshots when PAINTER_SCREENSHOTS names a folder (docs/)."""
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    from painter.evaluation import domain_measures
+
+    proxies = {"ecommerce": lambda m: m["white_border"] > 0.95, "scenery": lambda m: m["fills_frame"] > 0.75,
+               "painting": lambda m: m["ink_tones"] > 0.9, "emoji": lambda m: m["colour"] > 0.5}
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    folder = Path(os.environ.get("PAINTER_SCREENSHOTS", tmp_path))
+    wait = WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException])  # lists re-render
+    browser.set_window_size(1400, 1600)  # the four pictures in sight
+    browser.get(studio_url)
+    prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    for field, value in (("#images input[type=number]", "4"), ("#seed input", "0")):  # seeds 0-3
+        box = browser.find_element(By.CSS_SELECTOR, field)
+        box.clear()
+        box.send_keys(value + "\t")
+    shown = browser.find_element(By.CSS_SELECTOR, "#examples button").text  # the plain preset's first example
+    for style, label in PRESET_SHOTS:
+        choose(browser, "style", label)
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#examples button").text != shown)  # its examples
+        example = browser.find_element(By.CSS_SELECTOR, "#examples button")
+        shown = example.text
+        example.click()
+        wait.until(lambda d: prompt.get_attribute("value") == shown.strip())
+        browser.execute_script(RECORD_STATUS)
+        browser.find_element(By.CSS_SELECTOR, "#generate").click()
+        # this job's previews first: until then the status still shows the last job's final line
+        wait.until(lambda d: any(re.search(r"\b(?!256 )\d+ / 256 tokens", s)
+                                 for s in d.execute_script("return window.__statuses")))
+        wait.until(lambda d: "256 / 256 tokens" in d.find_element(By.CSS_SELECTOR, "#status").text)
+        sources = [img.get_attribute("src") for img in browser.find_elements(By.CSS_SELECTOR, "#gallery img")]
+        assert len(sources) == 4, sources
+        for src in sources:
+            measures = domain_measures(Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())))
+            assert proxies[style](measures), (style, shown, measures)
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.save_screenshot(str(folder / f"studio-{style}.png"))
+    browser.set_window_size(1400, 1100)

@@ -317,3 +317,4 @@ def test_domain_measures_tell_the_renderers_domains_apart():
     assert product["white_border"] > 0.95 and scene["white_border"] < 0.05
     assert scene["fills_frame"] > 0.95 and product["fills_frame"] < 0.5
     assert ink["ink_tones"] > 0.95 and scene["ink_tones"] < 0.9 and plain["ink_tones"] < ink["ink_tones"]
+    assert plain["colour"] > 0.9 and product["colour"] > 0.5 and ink["colour"] < 0.2  # a red ball; in ink, grey

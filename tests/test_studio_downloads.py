@@ -36,11 +36,13 @@ def test_the_models_tab_downloads_with_progress_and_the_model_joins_every_list(m
     mirrored.mode = "slow"  # four pieces 0.3 s apart, so the progress is seen part way
     s = studio()
     assert NAME not in s.manager.names and NAME in s.models_view()[2]["choices"]
+    assert s.models_view()[-1]["visible"] is False, "the article's prompts are hidden without a pai-painter model"
     views = list(s.download(NAME))
     partial = [v[1] for v in views if "<progress" in v[1]]
     assert partial, "no progress was shown while downloading"
     assert any(f'max="{len(mirrored.files[ARCHIVE_PATH])}"' in html for html in partial)
-    table, status, downloadable, button, create_list, compare_a, compare_b, commands = views[-1]
+    table, status, downloadable, button, create_list, compare_a, compare_b, commands, article = views[-1]
+    assert article["visible"] is True, "and shown with one"
     assert "已安装" in status and "installed" in status and "<progress" not in status
     assert NAME in [row[0] for row in table]
     assert NAME in choices(create_list) and NAME in choices(compare_a) and NAME in choices(compare_b)

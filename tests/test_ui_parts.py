@@ -11,9 +11,10 @@ from conftest import ROOT
 
 def test_bundled_presets_load_and_name_their_models():
     styles = {s.id: s for s in load_styles(ROOT / "styles")}
-    assert styles["ecommerce"].model == "pai-painter-commercial-base-zh"
-    assert styles["scenery"].model == "pai-painter-scenery-base-zh"
-    assert styles["painting"].model == "pai-painter-painting-base-zh"
+    assert styles["ecommerce"].models == ("pai-painter-commercial-base-zh",)
+    assert styles["scenery"].models == ("pai-painter-scenery-base-zh",)
+    assert styles["painting"].models == ("pai-painter-painting-base-zh",)
+    assert styles["emoji"].models == styles["plain"].models == ("bundled-large", "bundled-base")
     assert list(styles)[0] == "plain" and styles["ecommerce"].name_zh == "电商"
     assert styles["painting"].apply(" 远山 ") == "远山，国画"
     assert "宽松T恤" in styles["ecommerce"].examples
@@ -26,7 +27,8 @@ def test_every_presets_fallback_parses_and_names_an_installed_model():
     installed = hub.installed()
     for sid in ("ecommerce", "scenery", "painting"):
         fallback = styles[sid].fallback
-        assert fallback is not None and fallback.model in installed, f"{sid} falls back to a bundled model"
+        assert fallback is not None and set(fallback.models) & set(installed), f"{sid} falls back to a bundled model"
+        assert all(hub.registry()[m]["family"] == "bundled" for m in fallback.models)
         assert fallback.template != "{prompt}" and len(fallback.examples) >= 4
         assert not set(fallback.examples) & set(styles[sid].examples), "the bundled model's own examples"
     assert "白底商品图" in styles["ecommerce"].fallback.template
@@ -37,7 +39,7 @@ def test_a_bad_fallback_skips_the_preset(tmp_path, caplog):
     name = {"zh": "坏", "en": "Bad"}
     cases = {"no-model": {"template": "{prompt}"}, "bad-template": {"model": "m", "template": "商品图"},
              "bad-examples": {"model": "m", "examples": ["", 3]}, "unknown-key": {"model": "m", "top_k": 3},
-             "not-object": "demo-large"}
+             "not-object": "demo-large", "empty-list": {"model": []}, "list-of-junk": {"model": ["m", 3]}}
     for case, fallback in cases.items():
         (tmp_path / f"{case}.json").write_text(json.dumps({"name": name, "fallback": fallback}), encoding="utf-8")
     assert load_styles(tmp_path)[0].id == "plain" and len(load_styles(tmp_path)) == 1
@@ -46,24 +48,30 @@ def test_a_bad_fallback_skips_the_preset(tmp_path, caplog):
 
 
 def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(easynlp_dir, tmp_path):
-    """电商 without its pai-painter model paints with demo-large, the fallback's template and demo-large's own
-    sampling (not the preset's top-k 100 / temperature 1.0, which give colour noise there)."""
+    """电商 without its pai-painter model paints with the bundled model, the fallback's template and the bundled
+    model's own sampling (not the preset's top-k 100 / temperature 1.0, which give colour noise there)."""
     from painter.ui.app import AUTO, Studio
     from painter.ui.models import ModelManager
 
-    studio = Studio(ModelManager(device="cpu", precision="fp32"), load_styles(ROOT / "styles"))
+    manager = ModelManager(device="cpu", precision="fp32")
+    studio = Studio(manager, load_styles(ROOT / "styles"))
+    bundled = manager.first_installed(("bundled-large", "bundled-base"))
+    recommended = manager.entry(bundled).sampling
+    assert recommended["top_k"] < 100, "the bundled model recommends its own settings"
     plan = studio.plan("ecommerce", AUTO)
-    assert plan.model == "demo-large" and plan.template == "{prompt}，白底商品图"
-    assert (plan.sampling.top_k, plan.sampling.temperature) == (10, 0.2)
-    assert "pai-painter-commercial-base-zh" in plan.note and "demo-large" in plan.note
+    assert plan.model == bundled and plan.template == "{prompt}，白底商品图"
+    assert (plan.sampling.top_k, plan.sampling.temperature) == (recommended["top_k"], recommended["temperature"])
+    assert "pai-painter-commercial-base-zh" in plan.note and bundled in plan.note
     assert plan.examples == studio.styles["ecommerce"].fallback.examples
-    chosen = studio.plan("painting", "demo-base")  # the other bundled model, picked by hand: the same care
+    chosen = studio.plan("painting", "demo-base")  # another model, picked by hand: the same care
     assert chosen.template == "{prompt}，水墨画" and (chosen.sampling.top_k, chosen.sampling.temperature) == (10, 0.2)
-    assert studio.plan("emoji", AUTO).template == "扁平风格的{prompt}"
+    emoji = studio.plan("emoji", AUTO)
+    assert (emoji.model, emoji.template, emoji.note) == (bundled, "扁平风格的{prompt}", "")
 
     # what is painted is the fallback's prompt, with the model's settings
     *_, (paths, status, _, params) = studio.paint("T恤", "ecommerce", AUTO, None, None, None, None, 0, 1, 0)
-    assert (params["model"], params["top_k"], params["temperature"]) == ("demo-large", 10, 0.2)
+    assert (params["model"], params["top_k"], params["temperature"]) == (bundled, recommended["top_k"],
+                                                                           recommended["temperature"])
     assert "painting with" not in status, "the model note has its own line; the status does not repeat it"
 
     # a general pai-painter model, when installed, paints the domain instead of the fallback
@@ -101,14 +109,17 @@ def test_the_studio_shows_the_styles_settings_else_the_models(easynlp_dir, tmp_p
     from painter.ui.models import ModelManager
 
     convert(easynlp_dir, tmp_path / "recommending", sampling={"top_k": 5, "temperature": 0.5})
-    manager = ModelManager(extra=[str(easynlp_dir), str(tmp_path / "recommending")], device="cpu", precision="fp32")
+    own = tmp_path / "pai-painter-painting-base-zh"  # the painting preset's own model, recommending the same
+    convert(easynlp_dir, own, sampling={"top_k": 5, "temperature": 0.5})
+    manager = ModelManager(extra=[str(easynlp_dir), str(tmp_path / "recommending"), str(own)], device="cpu",
+                           precision="fp32")
     studio = Studio(manager, load_styles(ROOT / "styles"))
     plain = studio.settings_for("plain", "recommending")
     assert (plain.top_k, plain.top_p, plain.temperature, plain.guidance_scale) == (5, 1.0, 0.5, 1.0)
     reference = studio.settings_for("plain", easynlp_dir.name)
     assert (reference.top_k, reference.temperature) == (100, 1.0)
-    emoji = studio.settings_for("emoji", "recommending")  # the preset's own settings win
-    assert (emoji.top_k, emoji.temperature) == (10, 0.2)
+    painting = studio.settings_for("painting", "pai-painter-painting-base-zh")  # the preset's own settings win
+    assert (painting.top_k, painting.temperature) == (100, 1.0)
     assert studio.settings_for("plain", "demo-large").temperature == 0.2  # the bundled models recommend theirs
 
     # empty sampling fields paint with the model's settings, and the PNG records what was used
@@ -211,12 +222,11 @@ def test_a_model_that_says_guidance_hurts_it_gets_no_guidance_slider(easynlp_dir
     import json
 
     from painter.checkpoints import convert, read_config
-    from painter.ui.app import AUTO
     from painter.ui.models import ModelManager
 
     studio = _studio()
     assert studio.manager.entry("demo-large").guidance is False, "the demo models' cards: guidance hurts them"
-    assert studio.guidance_allowed("emoji", AUTO)["interactive"] is False
+    assert studio.guidance_allowed("emoji", "demo-large")["interactive"] is False
     rows = studio.models_table()
     assert [r[-1] for r in rows if r[0] == "demo-large"] == ["no"]
     helps = convert(easynlp_dir, tmp_path / "helps", to="painter", guidance=True)
@@ -250,3 +260,25 @@ def test_models_are_prepared_in_the_background_and_the_page_says_so(painter_dir,
     thread.join(60)
     assert manager.preparation_note() == "" and manager.preparing == {painter_dir.name: "ready"}
     assert painter_dir.name in manager._loaded, "the first painting finds the model loaded"
+
+
+def test_the_studios_engines_leave_a_core_to_the_server(painter_dir, monkeypatch):
+    """Each model's engine steps with the manager's thread count, in its own thread; the caller keeps its own."""
+    import torch
+
+    from painter.serving.engine import Engine, server_engine_threads
+    from painter.ui.models import ModelManager
+
+    assert server_engine_threads() == max(1, torch.get_num_threads() - 1)
+    seen = []
+    real = Engine._step
+    monkeypatch.setattr(Engine, "_step", lambda self: seen.append(torch.get_num_threads()) or real(self))
+    before = torch.get_num_threads()
+    painter = ModelManager(extra=[str(painter_dir)], device="cpu", precision="fp32", engine_threads=1).get(
+        painter_dir.name)
+    painter.generate("红苹果", seed=0)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == before
+    seen.clear()
+    painter.set_engine_threads(2)  # a running engine takes a new count at its next job
+    painter.generate("红苹果", seed=0)
+    assert set(seen) == {2}

@@ -59,7 +59,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                 if bundled.is_dir():
                     return bundled
                 raise ModelNotFoundError(f"the bundled model {candidate!r} is missing from {bundled}; "
-                                         "re-clone the repository or rebuild it with recipes/demo-models.sh")
+                                         f"re-clone the repository or rebuild it with {known[candidate]['recipe']}")
             cached = cache_dir() / candidate
             if cached.is_dir():
                 return cached

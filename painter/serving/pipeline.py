@@ -77,6 +77,7 @@ class Painter:
         self.max_batch = max_batch or default_max_batch(device)
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
+        self._engine_threads: int | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "auto") -> "Painter":
@@ -167,8 +168,16 @@ class Painter:
             if self._engine is None:
                 compile = self.device.type == "cuda" or self.inference.quantized
                 self._engine = Engine(self.model.transformer, self.tokenizer.unconditional(), self.config.img_len,
-                                      self.device, self.max_batch, compile=compile)
+                                      self.device, self.max_batch, compile=compile, threads=self._engine_threads)
             return self._engine
+
+    def set_engine_threads(self, threads: int | None) -> None:
+        """CPU threads for the engine's token steps (None: torch's default, every core). A server keeps a
+        core for itself: on a 2-core machine a 2-thread step waits whenever the server sends a frame."""
+        self._engine_threads = threads
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.threads = threads
 
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
         """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch."""

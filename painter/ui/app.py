@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -29,6 +28,7 @@ from PIL import Image
 from painter import __version__
 from painter.errors import PainterError, SamplingError
 from painter.precision import INFERENCE_MODES
+from painter.serving.engine import server_engine_threads
 from painter.sampling import DEFAULT_TOP_K, MAX_SEED, SamplingConfig, resolve_seed, sampling_settings
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
@@ -43,7 +43,6 @@ PAINT_GROUP = "paint"
 CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
 DOWNLOAD_POLL = 0.5  # seconds between progress updates of a download
-GIL_SWITCH_S = 0.0005  # see main()
 FRAME_GAP = 0.1  # seconds between streamed previews: each costs an encode and a message, whatever its tokens
 # The upload box's own words follow the browser's language only; ours are in both, like every label.
 # Results are shown whole (Gradio's gallery scrolls past a fixed height) and at most 448 pixels wide.
@@ -164,25 +163,26 @@ class Studio:
         """How to paint a style with the chosen model ("auto": the style's own model, else an installed
         general pai-painter model, else the bundled model its fallback names, else the best installed one)."""
         style = self._style(style_id)
-        names = self.manager.names
         fallback = style.fallback
+        stand_in = self.manager.first_installed(fallback.models) if fallback else None
         if choice and choice != AUTO:
             name = self.manager.entry(choice).name
         else:
-            name, preferred = self.manager.best_for(style.model)
-            if not preferred and fallback and fallback.model in names and self.manager.entry(name).family != "pai-painter":
-                name = fallback.model  # a general pai-painter model paints the domain better than the fallback
+            name, preferred = self.manager.best_for(style.models)
+            if not preferred and stand_in and self.manager.entry(name).family != "pai-painter":
+                name = stand_in  # a general pai-painter model paints the domain better than the fallback
         entry = self.manager.entry(name)
         model_settings = SamplingConfig(top_k=DEFAULT_TOP_K).updated(**entry.sampling)
-        if fallback and name != style.model and entry.family != "pai-painter":
+        if fallback and name not in style.models and entry.family != "pai-painter":
             # a bundled (or custom) model: the domain in the words it knows, with its own settings, never the
             # ones tuned for the missing pai-painter model (top-k 100 at temperature 1 paints them noise)
             template, sampling, examples = fallback.template, model_settings, fallback.examples or style.examples
         else:
             template, sampling, examples = style.template, model_settings.updated(**style.sampling), style.examples
         note = ""
-        if style.model and style.model not in names:
-            note = (f"「{style.name_zh}」风格的模型 `{style.model}` 未安装，获取方法：`painter download {style.model}`。"
+        if style.models and not self.manager.first_installed(style.models):
+            wanted = style.models[0]
+            note = (f"「{style.name_zh}」风格的模型 `{wanted}` 未安装，获取方法：`painter download {wanted}`。"
                     f"现在用 **{name}** 作画。 (The preset's model is not installed; painting with {name}.)")
         return Plan(name, template, note, sampling, examples or tuple(EMOJI_EXAMPLES))
 
@@ -280,9 +280,9 @@ class Studio:
         After Stop, nothing more is sent: a frame painted while the cancel travels would otherwise replace
         "已停止 Stopped" with "48 / 256 tokens" as if the job went on.
 
-        A preview frame sends the emptied gallery and file list again rather than ``gr.skip()``: Gradio
-        rebuilds a component and its JSON schema for every skip (about 12 ms a frame for the two here, on the
-        server's event loop, beside the painting), while an unchanged value costs nothing and is not resent."""
+        A preview frame sends the emptied gallery again rather than ``gr.skip()``: Gradio rebuilds a component
+        and its JSON schema for every skip (milliseconds a frame, on the server's event loop, beside the
+        painting), while an unchanged value costs nothing and is not resent."""
         history = list(history or [])
         session = getattr(request, "session_hash", None)
         self._stops.discard(session)
@@ -293,9 +293,9 @@ class Studio:
             if images and isinstance(images[0], Path):
                 history = [{**params, "seed": params["seed"] + i, "path": str(p)}
                            for i, p in enumerate(images)] + history
-                yield [str(p) for p in images], status, used_seed, [str(p) for p in images], history, ""
+                yield [str(p) for p in images], status, used_seed, history, ""
             else:  # the previous results make way for the new picture
-                yield [], status, used_seed, None, gr.skip(), preview_html(images)  # (history is a State)
+                yield [], status, used_seed, gr.skip(), preview_html(images)  # (history is a State)
 
     def compare(self, prompt, seed, model_a, model_b, preview_every):
         """Both models stream, frame by frame in turn (one worker, no fight over cores), each with the
@@ -397,7 +397,12 @@ class Studio:
                 gr.update(choices=downloadable, value=downloadable[0] if downloadable else None),
                 gr.update(interactive=self.allow_downloads and bool(downloadable)),
                 gr.update(choices=[("自动 Auto", AUTO)] + [(n, n) for n in names]),
-                gr.update(choices=names), gr.update(choices=names), self.download_commands())
+                gr.update(choices=names), gr.update(choices=names), self.download_commands(),
+                gr.update(visible=self.pai_painter_installed()))
+
+    def pai_painter_installed(self) -> bool:
+        """Whether the article's prompts have a model that paints them (the bundled ones paint noise there)."""
+        return any(self.manager.entry(n).family == "pai-painter" for n in self.manager.names)
 
     def download(self, name):
         """The Models tab's Download: starts (or follows) the model's download and streams its progress
@@ -420,7 +425,8 @@ class Studio:
 
     def default_pair(self) -> tuple[str, str]:
         names = self.manager.names
-        for a, b in (("pai-painter-base-zh", "pai-painter-large-zh"), ("demo-base", "demo-large")):
+        for a, b in (("pai-painter-base-zh", "pai-painter-large-zh"), ("bundled-base", "bundled-large"),
+                     ("demo-base", "demo-large")):
             if a in names and b in names:
                 return a, b
         return (names[0], names[-1]) if names else ("", "")
@@ -457,7 +463,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     preview = gr.HTML("", label="预览 Preview", elem_id="preview")  # partial pictures while painting
                     gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height="auto",
                                          object_fit="contain", elem_id="gallery")
-                    files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
+                    files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple", elem_id="files")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
                         # empty until the page loads the first preset's settings (so the API's defaults are empty)
@@ -469,29 +475,37 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                             1.0, 10.0, step=0.5, label="引导 Guidance",
                             interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"]))
                     with gr.Row():
-                        seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)")
+                        seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)", elem_id="seed")
                         used = gr.Textbox(value="", label="所用种子 Seed used", interactive=False, elem_id="used")
                     with gr.Row():
                         dice = gr.Button("🎲 随机种子")
                         reuse_seed = gr.Button("♻️ 复用种子 Reuse")
-                    num_images = gr.Slider(1, 4, value=1, step=1, label="图片数量 Images")
+                    num_images = gr.Slider(1, 4, value=1, step=1, label="图片数量 Images", elem_id="images")
                     preview_every = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every N tokens")
                     restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"],
                                            elem_id="restore")
                     restore_msg = gr.Markdown("")
             examples = gr.Dataset(components=[prompt], samples=[[e] for e in studio.plan(first_style.id, AUTO).examples],
-                                  label="示例 Examples")
-            gr.Examples([[e] for e in ARTICLE_EXAMPLES], inputs=[prompt], label="文章中的例子 From the article")
+                                  label="示例 Examples", elem_id="examples")
+            with gr.Column(visible=studio.pai_painter_installed()) as article:  # prompts for those models only
+                gr.Examples([[e] for e in ARTICLE_EXAMPLES], inputs=[prompt],
+                            label="文章中的例子（pai-painter 模型）From the article, for the pai-painter models")
 
         inputs = [prompt, style, model, top_k, top_p, temperature, guidance, seed, num_images, preview_every]
         # the status line says how far painting is, so Gradio's own overlay (which says "Error" over a job
         # cancelled by Stop) is not shown; errors still come as a message
-        painted = [gallery, status, used, files, history, preview]
+        painted = [gallery, status, used, history, preview]
         event = generate.click(gpu(studio.create), [*inputs, history], painted,
                                api_name="generate", concurrency_id=PAINT_GROUP, concurrency_limit=workers,
                                show_progress="hidden")
         submitted = prompt.submit(gpu(studio.create), [*inputs, history], painted,
                                   api_name=False, concurrency_id=PAINT_GROUP, show_progress="hidden")
+        # The PNGs to download follow the pictures in their own event, so that the API's result (and the
+        # files its clients fetch) is each picture once; the old list goes when a new job starts.
+        for trigger, job in ((generate.click, event), (prompt.submit, submitted)):
+            trigger(None, None, [files], js="() => null", api_name=False, queue=False)
+            job.success(lambda shown: [path for path, _ in shown or []], [gallery], [files], api_name=False,
+                        show_progress="hidden", queue=False)
         # the message comes after the cancel: the browser shows a cancelled stream's last frame once more
         stop.click(None, None, None, cancels=[event, submitted], api_name=False).then(
             studio.stop, [status], [status], api_name=False)
@@ -553,7 +567,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                             "`PAINTER_PRELOAD`.)")
             d_status = gr.HTML(studio.downloads_html(), elem_id="downloads")
             d_commands = gr.Markdown(studio.download_commands())
-            listed = [table, d_status, d_choice, d_go, model, c_model_a, c_model_b, d_commands]
+            listed = [table, d_status, d_choice, d_go, model, c_model_a, c_model_b, d_commands, article]
             d_go.click(studio.download, [d_choice], listed, api_name=False, concurrency_id="download",
                        concurrency_limit=4, show_progress="hidden")
             d_timer = gr.Timer(1.0, active=studio.manager.downloading)
@@ -595,7 +609,8 @@ def create_app(argv: list[str] | None = None, prepare: bool = False) -> tuple[gr
     from the start (``python app.py`` does this), and the page says so until they are ready. Models to
     preload start downloading at once (a Space owner's PAINTER_PRELOAD), whether or not visitors may."""
     args = parse_args(argv)
-    manager = ModelManager(args.model, device=args.device, precision=args.precision)
+    manager = ModelManager(args.model, device=args.device, precision=args.precision,
+                           engine_threads=server_engine_threads())
     manager.preload(args.preload)
     studio = Studio(manager, load_styles(args.styles), allow_downloads=args.allow_downloads)
     if prepare and manager.names:
@@ -606,8 +621,5 @@ def create_app(argv: list[str] | None = None, prepare: bool = False) -> tuple[gr
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="painter: %(message)s")
-    # The engine's thread lets go of the GIL at every tensor op; when a server thread takes it then (to send
-    # a frame), Python's default switch interval (5 ms) can keep the painting waiting that long, each time.
-    sys.setswitchinterval(GIL_SWITCH_S)
     demo, args = create_app(argv, prepare=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)

@@ -24,7 +24,8 @@ from painter.serving.pipeline import Painter
 log = logging.getLogger(__name__)
 
 # Preference when a preset's model is missing: the biggest general model first.
-FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "demo-large", "demo-base")
+FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "bundled-large", "bundled-base", "demo-large",
+                  "demo-base")
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,10 @@ class Download:
 
 
 class ModelManager:
-    def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "auto"):
+    def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "auto",
+                 engine_threads: int | None = None):
         self.device, self.precision = device, precision
+        self.engine_threads = engine_threads  # CPU threads each model's engine paints with (None: all)
         self._entries: dict[str, ModelEntry] = {}
         self._loaded: dict[str, Painter] = {}
         self._errors: dict[str, str] = {}
@@ -108,10 +111,14 @@ class ModelManager:
             raise PainterError(f"模型 {name!r} 未安装 (model {name!r} is not installed)")
         return self._entries[name]
 
-    def best_for(self, preferred: str | None) -> tuple[str, bool]:
-        """(model to use, whether it is the preferred one)."""
-        if preferred in self._entries:
-            return preferred, True
+    def first_installed(self, names: Iterable[str]) -> str | None:
+        return next((n for n in names if n in self._entries), None)
+
+    def best_for(self, preferred: Iterable[str]) -> tuple[str, bool]:
+        """(model to use, whether it is one of the preferred ones, which are in order of preference)."""
+        name = self.first_installed(preferred)
+        if name:
+            return name, True
         for name in FALLBACK_ORDER:
             if name in self._entries:
                 return name, False
@@ -136,6 +143,8 @@ class ModelManager:
                 self._errors[name] = f"模型 {name} 加载失败 (failed to load): {exc}"
                 raise PainterError(self._errors[name]) from exc
             painter.name = name
+            if painter.device.type == "cpu":
+                painter.set_engine_threads(self.engine_threads)
             self._loaded[name] = painter
             return painter
 

@@ -9,6 +9,9 @@ without downloads lacks) says how to paint its domain with a bundled model inste
 that model, a template with the words that model knows for the domain (白底商品图, 风景, 水墨画) and example
 prompts it paints. The fallback paints with that model's own recommended sampling, not with the settings
 tuned for the missing model.
+
+"model" (a preset's or a fallback's) is a name or a list of names in order of preference: the bundled large
+model where it is installed, else the bundled base one.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Fallback:
-    model: str
+    models: tuple[str, ...]  # in order of preference
     template: str = "{prompt}"
     examples: tuple[str, ...] = ()
 
@@ -37,7 +40,7 @@ class StylePreset:
     name_zh: str
     name_en: str
     description: str = ""
-    model: str | None = None  # preferred model name
+    models: tuple[str, ...] = ()  # the models that suit it, in order of preference
     template: str = "{prompt}"
     sampling: dict = field(default_factory=dict)
     examples: tuple[str, ...] = ()
@@ -69,15 +72,25 @@ def _examples(data: dict, where: str) -> tuple[str, ...]:
     return tuple(examples)
 
 
+def _models(data: dict, where: str) -> tuple[str, ...]:
+    models = data.get("model")
+    if models is None:
+        return ()
+    models = [models] if isinstance(models, str) else models
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+        raise ValueError(f'{where}"model" must be a model name or a list of names in order of preference')
+    return tuple(models)
+
+
 def _fallback(data) -> Fallback | None:
     if data is None:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
+    if not isinstance(data, dict) or not data.get("model"):
         raise ValueError('"fallback" must be an object naming a "model"')
     unknown = set(data) - {"model", "template", "examples"}
     if unknown:
         raise ValueError(f'"fallback" has unknown keys {sorted(unknown)} (model, template, examples)')
-    return Fallback(data["model"], _template(data, "fallback "), _examples(data, "fallback "))
+    return Fallback(_models(data, "fallback "), _template(data, "fallback "), _examples(data, "fallback "))
 
 
 def parse_preset(data: dict, source: str) -> StylePreset:
@@ -88,7 +101,7 @@ def parse_preset(data: dict, source: str) -> StylePreset:
         raise ValueError('needs "name": {"zh": ..., "en": ...}')
     sampling = sampling_settings(data.get("sampling", {}))
     return StylePreset(id=str(data.get("id") or Path(source).stem), name_zh=name["zh"], name_en=name["en"],
-                       description=str(data.get("description", "")), model=data.get("model"),
+                       description=str(data.get("description", "")), models=_models(data, ""),
                        template=_template(data, ""), sampling=sampling, examples=_examples(data, ""),
                        fallback=_fallback(data.get("fallback")))
 

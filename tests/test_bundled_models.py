@@ -1,0 +1,53 @@
+"""The bundled 128 px pair as the studio uses it: every preset paints its own domain with it offline."""
+
+from PIL import Image
+
+from painter import hub
+from painter.evaluation import domain_measures
+from painter.ui.app import AUTO, Studio
+from painter.ui.models import ModelManager
+from painter.ui.styles import load_styles
+from conftest import ROOT
+
+BUNDLED = ("bundled-large", "bundled-base")
+
+
+def painted(studio: Studio, style: str, prompt: str, images: int = 2) -> list[dict]:
+    """The domain measures of what the studio paints for a preset (seeds 0, 1, ...), as a user's click does."""
+    *_, (paths, _, _, params) = studio.paint(prompt, style, AUTO, None, None, None, None, 0, images, 0)
+    assert params["model"] in BUNDLED
+    return [domain_measures(Image.open(p)) for p in paths]
+
+
+def test_the_bundled_models_are_128_pixels_and_recommend_their_own_sampling():
+    installed = [name for name in BUNDLED if name in hub.installed()]
+    assert installed, "a bundled model ships with the repository"
+    manager = ModelManager(device="cpu")
+    for name in installed:
+        painter = manager.get(name)
+        assert painter.config.vqgan.resolution == 128 and painter.config.img_len == 256
+        assert 0 < manager.entry(name).sampling["top_k"] < 100
+
+
+def test_every_preset_paints_its_domain_with_the_bundled_model():
+    """No pai-painter model installed: 电商 paints a product on white, 风景 a scene to the edges, 国画 grey ink
+    on paper, 表情 an emoji in colour on white, each from the preset's first example. The same subject in
+    another preset does not score so, so the domain comes from the preset."""
+    studio = Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"))
+    for style in ("ecommerce", "scenery", "painting", "emoji"):
+        plan = studio.plan(style, AUTO)
+        assert plan.model in BUNDLED and plan.examples, style
+    product = painted(studio, "ecommerce", studio.plan("ecommerce", AUTO).examples[0])
+    assert all(m["white_border"] > 0.95 and m["fills_frame"] > 0.05 for m in product), product
+    scene = painted(studio, "scenery", studio.plan("scenery", AUTO).examples[0])
+    assert all(m["fills_frame"] > 0.75 for m in scene), scene  # to the edges (snow and clouds are near-white)
+    ink = painted(studio, "painting", studio.plan("painting", AUTO).examples[0])
+    assert all(m["ink_tones"] > 0.9 and m["fills_frame"] > 0.9 for m in ink), ink  # ink tones on rice paper
+    emoji = painted(studio, "emoji", studio.plan("emoji", AUTO).examples[0])
+    assert all(m["white_border"] > 0.8 and m["colour"] > 0.5 for m in emoji), emoji
+
+    # the same subjects outside their presets' domains
+    subject = studio.plan("scenery", AUTO).examples[0]
+    assert all(m["fills_frame"] < 0.75 for m in painted(studio, "emoji", subject)), "a scene needs the preset"
+    subject = studio.plan("painting", AUTO).examples[0]
+    assert all(m["colour"] > 0.5 for m in painted(studio, "emoji", subject)), "ink needs the preset"
