@@ -4,6 +4,7 @@ shapes.
     python -m bench.engine                          # base and large; fp32, bf16 and auto; batch 1 and 4
     python -m bench.engine --configs base --modes auto int8 --full-reference
     python -m bench.engine --lone assets/models/demo-large --modes fp32 int8   # the engine's own cost
+    python -m bench.engine --models bundled-base demo-large --modes auto         # installed models, ours only
 
 ``--lone MODEL`` times one request alone through the batching engine (``Painter.codes``) against a bare
 cached loop over the same model and sampling (prefill, then one ``forward_cached`` and one draw per token:
@@ -268,15 +269,38 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def run_child(kind: str, model_dir: Path, args: argparse.Namespace, precision: str = "fp32") -> dict:
+def run_child(kind: str, model_dir: Path, args: argparse.Namespace, precision: str = "fp32",
+              scratch: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "bench.engine", "--child", kind, "--model-dir", str(model_dir),
            "--precision", precision] + (["--full-reference"] if args.full_reference else [])
-    # a fresh cache per mode: the one-off preview fit is measured, and the user's cache is left alone
-    env = {**os.environ, "PAINTER_CACHE": str(Path(model_dir).parent / f"cache-{Path(model_dir).name}-{precision}")}
+    # a fresh cache per mode (in ``scratch``, else beside the model): the one-off preview fit is measured,
+    # and the user's cache is left alone
+    cache = (scratch or Path(model_dir).parent) / f"cache-{Path(model_dir).name}-{precision}"
+    env = {**os.environ, "PAINTER_CACHE": str(cache)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_models(models: list[str], modes: list[str], args: argparse.Namespace) -> None:
+    """Our times per image for installed models (a name or a directory), each mode in its own process."""
+    from painter import hub
+
+    print("| model | mode (decoder) | batch | tokens s/img | decode s/img | prompt→PNG s/img | peak RSS GB |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for model in models:
+            model_dir = hub.resolve(model)
+            for mode in modes:
+                if mode == "auto":  # the one-off quality check first, as a user's first load does
+                    run_child("check", model_dir, args, mode, Path(scratch))
+                ours = run_child("ours", model_dir, args, mode, Path(scratch))
+                label = f"{mode}→{ours['mode']}" if mode != ours["mode"] else mode
+                for batch in BATCHES:
+                    b = str(batch)
+                    print(f"| {model} | {label} ({ours['decoder']}) | {batch} | {ours['tokens'][b]:.2f} | "
+                          f"{ours['decode'][b]:.2f} | {ours['e2e'][b]:.2f} | {ours['rss_gb']:.2f} |", flush=True)
 
 
 def main() -> None:
@@ -287,6 +311,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["fp32", "bf16", "auto"])
     parser.add_argument("--full-reference", action="store_true", help="run all 256 reference steps")
     parser.add_argument("--lone", metavar="MODEL", help="time one request through the engine against a bare loop")
+    parser.add_argument("--models", nargs="+", metavar="MODEL", help="time these installed models (ours only)")
     parser.add_argument("--repeats", type=int, default=5, help="--lone: runs of each, alternating")
     parser.add_argument("--child", choices=("reference", "check", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -296,6 +321,8 @@ def main() -> None:
         return child(args)
     if args.lone:
         return measure_lone(args.lone, args.modes, args.repeats)
+    if args.models:
+        return measure_models(args.models, args.modes, args)
 
     bandwidth = read_bandwidth_gbs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth {bandwidth:.1f} GB/s, "
