@@ -4,7 +4,7 @@
 #  - a stage whose output is committed (recipes/bundled/manifest.tsv, assets/models/bundled-*) is skipped;
 #  - a training stage resumes from its last checkpoint in $RUNS (or starts again on a new machine).
 # The data set is rebuilt when data/bundled is missing (about 15 minutes) and checked against the committed
-# manifest. Stage times on the project's 2-core CPU are in recipes/bundled/times.md and the model cards.
+# manifest. Stage times on the project's 2-core CPU are in recipes/bundled/times.log and the model cards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

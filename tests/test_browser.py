@@ -238,5 +238,5 @@ def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser
             measures = domain_measures(Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())))
             assert proxies[style](measures), (style, shown, measures)
         browser.execute_script("window.scrollTo(0, 0)")
-        browser.save_screenshot(str(folder / f"studio-{style}.png"))
+        browser.find_element(By.CSS_SELECTOR, "#canvas").screenshot(str(folder / f"studio-{style}.png"))
     browser.set_window_size(1400, 1100)

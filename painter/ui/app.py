@@ -443,7 +443,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
         tabs = gr.Tabs()
         with tabs, gr.Tab("创作 Create", id=CREATE_TAB):
             with gr.Row():
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, elem_id="canvas"):
                     # one line: Enter paints (and Stop cancels it), Shift+Enter starts a new line
                     prompt = gr.Textbox(label="提示词 Prompt", placeholder="例如：红苹果（回车生成 Enter to paint）", lines=1,
                                         max_lines=4, elem_id="prompt")
