@@ -85,7 +85,7 @@ processes, pauses and gaps between sessions left out where the log records them)
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
 settings whose pictures differ between seeds while staying on the prompt): {recommended}.
 
-## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, 100 candidates)
+## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, {captions} prompts a set, 100 candidates)
 | metric | seed 0 | seeds 0-{last_seed} (per seed) | prompts with two correct pictures > 8 grey levels apart |
 |---|---|---|---|
 {metric_rows}
@@ -159,7 +159,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),
         eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"], metric_rows="\n".join(rows),
         valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"],
-        last_seed=evaluation.get("seeds", 1) - 1, **gpt)
+        last_seed=evaluation.get("seeds", 1) - 1, captions=evaluation["captions"], **gpt)
 
 
 def main(name: str, runs: Path, models: Path) -> None:

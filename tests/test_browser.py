@@ -196,8 +196,8 @@ PRESET_SHOTS = (("ecommerce", "电商"), ("scenery", "风景"), ("painting", "�
 
 
 def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser(browser, studio_url, tmp_path):
-    """What a new user sees offline: each preset, "auto" model, its first example, four pictures. Saved as the
-    README's screenshots when PAINTER_SCREENSHOTS names a folder (docs/)."""
+    """Each preset with the bundled 128 px model chosen, its first example, four pictures (seeds 0-3), each
+    scored by its domain's measure; screenshots go to PAINTER_SCREENSHOTS when that names a folder."""
     import io
     import urllib.request
 
@@ -218,6 +218,7 @@ def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser
         box = browser.find_element(By.CSS_SELECTOR, field)
         box.clear()
         box.send_keys(value + "\t")
+    choose(browser, "model", "bundled-")
     shown = browser.find_element(By.CSS_SELECTOR, "#examples button").text  # the plain preset's first example
     for style, label in PRESET_SHOTS:
         choose(browser, "style", label)

@@ -1,10 +1,10 @@
-"""The bundled 128 px pair as the studio uses it: every preset paints its own domain with it offline."""
+"""The bundled 128 px models as the studio uses them: chosen under each preset, they paint its domain offline."""
 
 from PIL import Image
 
 from painter import hub
 from painter.evaluation import domain_measures
-from painter.ui.app import AUTO, Studio
+from painter.ui.app import Studio
 from painter.ui.models import ModelManager
 from painter.ui.styles import load_styles
 from conftest import ROOT
@@ -13,9 +13,11 @@ BUNDLED = ("bundled-large", "bundled-base")
 
 
 def painted(studio: Studio, style: str, prompt: str, images: int = 2) -> list[dict]:
-    """The domain measures of what the studio paints for a preset (seeds 0, 1, ...), as a user's click does."""
-    *_, (paths, _, _, params) = studio.paint(prompt, style, AUTO, None, None, None, None, 0, images, 0)
-    assert params["model"] in BUNDLED
+    """The domain measures of what the studio paints for a preset with the bundled model (seeds 0, 1, ...),
+    as a user's click does."""
+    model = studio.manager.first_installed(BUNDLED)
+    *_, (paths, _, _, params) = studio.paint(prompt, style, model, None, None, None, None, 0, images, 0)
+    assert params["model"] == model
     return [domain_measures(Image.open(p)) for p in paths]
 
 
@@ -32,22 +34,22 @@ def test_the_bundled_models_are_128_pixels_and_recommend_their_own_sampling():
 def test_every_preset_paints_its_domain_with_the_bundled_model():
     """No pai-painter model installed: 电商 paints a product on white, 风景 a scene to the edges, 国画 grey ink
     on paper, 表情 an emoji in colour on white, each from the preset's first example. The same subject in
-    another preset does not score so, so the domain comes from the preset."""
+    another preset does not score so, so the domain comes from the preset (its words for this model)."""
     studio = Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"))
-    for style in ("ecommerce", "scenery", "painting", "emoji"):
-        plan = studio.plan(style, AUTO)
-        assert plan.model in BUNDLED and plan.examples, style
-    product = painted(studio, "ecommerce", studio.plan("ecommerce", AUTO).examples[0])
+    model = studio.manager.first_installed(BUNDLED)
+    for style in ("ecommerce", "scenery", "painting"):  # each in the words this model learnt for its domain
+        assert studio.plan(style, model).template == studio.styles[style].fallback.template
+    product = painted(studio, "ecommerce", studio.plan("ecommerce", model).examples[0])
     assert all(m["white_border"] > 0.95 and m["fills_frame"] > 0.05 for m in product), product
-    scene = painted(studio, "scenery", studio.plan("scenery", AUTO).examples[0])
+    scene = painted(studio, "scenery", studio.plan("scenery", model).examples[0])
     assert all(m["fills_frame"] > 0.75 for m in scene), scene  # to the edges (snow and clouds are near-white)
-    ink = painted(studio, "painting", studio.plan("painting", AUTO).examples[0])
+    ink = painted(studio, "painting", studio.plan("painting", model).examples[0])
     assert all(m["ink_tones"] > 0.9 and m["fills_frame"] > 0.9 for m in ink), ink  # ink tones on rice paper
-    emoji = painted(studio, "emoji", studio.plan("emoji", AUTO).examples[0])
+    emoji = painted(studio, "emoji", studio.plan("emoji", model).examples[0])
     assert all(m["white_border"] > 0.8 and m["colour"] > 0.5 for m in emoji), emoji
 
     # the same subjects outside their presets' domains
-    subject = studio.plan("scenery", AUTO).examples[0]
+    subject = studio.plan("scenery", model).examples[0]
     assert all(m["fills_frame"] < 0.75 for m in painted(studio, "emoji", subject)), "a scene needs the preset"
-    subject = studio.plan("painting", AUTO).examples[0]
+    subject = studio.plan("painting", model).examples[0]
     assert all(m["colour"] > 0.5 for m in painted(studio, "emoji", subject)), "ink needs the preset"

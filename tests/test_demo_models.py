@@ -52,12 +52,12 @@ def test_predict_paints_a_red_apple_with_the_defaults(tmp_path):
 
 
 def test_the_emoji_preset_paints_a_red_apple():
-    """As the studio paints it offline: the emoji preset's model (the bundled one), template and settings."""
+    """As the studio paints it offline: the emoji preset's model, template and settings."""
     from painter.ui.app import AUTO, Studio
     from painter.ui.models import ModelManager
     from painter.ui.styles import load_styles
 
     studio = Studio(ModelManager(device="cpu"), load_styles(hub.PROJECT_ROOT / "styles"))
     *_, (paths, _, _, params) = studio.paint("红苹果", "emoji", AUTO, None, None, None, None, 0, 4, 0)
-    assert params["model"].startswith("bundled-")
+    assert params["model"] in studio.styles["emoji"].models
     assert red_pictures([Image.open(p).resize((128, 128)) for p in paths]) >= 3

@@ -14,7 +14,7 @@ def test_bundled_presets_load_and_name_their_models():
     assert styles["ecommerce"].models == ("pai-painter-commercial-base-zh",)
     assert styles["scenery"].models == ("pai-painter-scenery-base-zh",)
     assert styles["painting"].models == ("pai-painter-painting-base-zh",)
-    assert styles["emoji"].models == styles["plain"].models == ("bundled-large", "bundled-base")
+    assert styles["emoji"].models == styles["plain"].models == ("bundled-large", "demo-large")
     assert list(styles)[0] == "plain" and styles["ecommerce"].name_zh == "电商"
     assert styles["painting"].apply(" 远山 ") == "远山，国画"
     assert "宽松T恤" in styles["ecommerce"].examples
@@ -28,7 +28,7 @@ def test_every_presets_fallback_parses_and_names_an_installed_model():
     for sid in ("ecommerce", "scenery", "painting"):
         fallback = styles[sid].fallback
         assert fallback is not None and set(fallback.models) & set(installed), f"{sid} falls back to a bundled model"
-        assert all(hub.registry()[m]["family"] == "bundled" for m in fallback.models)
+        assert all(hub.registry()[m]["family"] in ("bundled", "demo") for m in fallback.models)
         assert fallback.template != "{prompt}" and len(fallback.examples) >= 4
         assert not set(fallback.examples) & set(styles[sid].examples), "the bundled model's own examples"
     assert "白底商品图" in styles["ecommerce"].fallback.template
@@ -48,14 +48,14 @@ def test_a_bad_fallback_skips_the_preset(tmp_path, caplog):
 
 
 def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(easynlp_dir, tmp_path):
-    """电商 without its pai-painter model paints with the bundled model, the fallback's template and the bundled
-    model's own sampling (not the preset's top-k 100 / temperature 1.0, which give colour noise there)."""
+    """电商 without its pai-painter model paints with the bundled model the fallback names, the fallback's template
+    and that model's own sampling (not the preset's top-k 100 / temperature 1.0, which give colour noise there)."""
     from painter.ui.app import AUTO, Studio
     from painter.ui.models import ModelManager
 
     manager = ModelManager(device="cpu", precision="fp32")
     studio = Studio(manager, load_styles(ROOT / "styles"))
-    bundled = manager.first_installed(("bundled-large", "bundled-base"))
+    bundled = manager.first_installed(studio.styles["ecommerce"].fallback.models)
     recommended = manager.entry(bundled).sampling
     assert recommended["top_k"] < 100, "the bundled model recommends its own settings"
     plan = studio.plan("ecommerce", AUTO)

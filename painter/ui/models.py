@@ -23,9 +23,9 @@ from painter.serving.pipeline import Painter
 
 log = logging.getLogger(__name__)
 
-# Preference when a preset's model is missing: the biggest general model first.
-FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "bundled-large", "bundled-base", "demo-large",
-                  "demo-base")
+# Preference when a preset's model is missing: the biggest general model first. bundled-base paints the
+# presets' domains but not yet their subjects (see its model card), so it paints only when chosen.
+FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "bundled-large", "demo-large", "demo-base")
 
 
 @dataclass(frozen=True)

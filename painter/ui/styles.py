@@ -10,8 +10,8 @@ that model, a template with the words that model knows for the domain (白底商
 prompts it paints. The fallback paints with that model's own recommended sampling, not with the settings
 tuned for the missing model.
 
-"model" (a preset's or a fallback's) is a name or a list of names in order of preference: the bundled large
-model where it is installed, else the bundled base one.
+"model" (a preset's or a fallback's) is a name or a list of names in order of preference: the bundled 128 px
+large model where it is installed, else the 64 px demo-large.
 """
 
 from __future__ import annotations
