@@ -1,5 +1,6 @@
 """The bundled 128 px models as the studio uses them: chosen under each preset, they paint its domain offline."""
 
+import pytest
 from PIL import Image
 
 from painter import hub
@@ -12,6 +13,13 @@ from conftest import ROOT
 BUNDLED = ("bundled-large", "bundled-base")
 
 
+@pytest.fixture(scope="module")
+def studio() -> Studio:
+    """One studio for the module, so each bundled model is loaded (and its auto mode checked) once; models
+    load on first use, inside a test, into that test's offline cache."""
+    return Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"))
+
+
 def painted(studio: Studio, style: str, prompt: str, images: int = 2) -> list[dict]:
     """The domain measures of what the studio paints for a preset with the bundled model (seeds 0, 1, ...),
     as a user's click does."""
@@ -21,21 +29,20 @@ def painted(studio: Studio, style: str, prompt: str, images: int = 2) -> list[di
     return [domain_measures(Image.open(p)) for p in paths]
 
 
-def test_the_bundled_models_are_128_pixels_and_recommend_their_own_sampling():
+def test_the_bundled_models_are_128_pixels_and_recommend_their_own_sampling(studio):
     installed = [name for name in BUNDLED if name in hub.installed()]
     assert installed, "a bundled model ships with the repository"
-    manager = ModelManager(device="cpu")
+    manager = studio.manager
     for name in installed:
         painter = manager.get(name)
         assert painter.config.vqgan.resolution == 128 and painter.config.img_len == 256
         assert 0 < manager.entry(name).sampling["top_k"] < 100
 
 
-def test_every_preset_paints_its_domain_with_the_bundled_model():
+def test_every_preset_paints_its_domain_with_the_bundled_model(studio):
     """No pai-painter model installed: 电商 paints a product on white, 风景 a scene to the edges, 国画 grey ink
     on paper, 表情 an emoji in colour on white, each from the preset's first example. The same subject in
     another preset does not score so, so the domain comes from the preset (its words for this model)."""
-    studio = Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"))
     model = studio.manager.first_installed(BUNDLED)
     for style in ("ecommerce", "scenery", "painting"):  # each in the words this model learnt for its domain
         assert studio.plan(style, model).template == studio.styles[style].fallback.template
