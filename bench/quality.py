@@ -37,7 +37,7 @@ def random_base(directory: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["demo-base", "demo-large", "random-base"])
+    parser.add_argument("--models", nargs="+", default=["bundled-base", "bundled-large", "demo-large", "random-base"])
     parser.add_argument("--modes", nargs="+", default=["bf16", "int8", "int4"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

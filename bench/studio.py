@@ -1,7 +1,7 @@
 """Studio benchmark: what the studio adds to the engine's time, and how concurrent clients are served.
 
     python -m bench.studio                      # the bundled demo-large, 1, 4 and 8 clients
-    python -m bench.studio --model demo-base --clients 1 8 --rounds 2
+    python -m bench.studio --model bundled-base --clients 1 8 --rounds 2
 
 Two studios are served on free ports, each in its own process (``app.py``), painting with the same model: one with ``--workers 1``
 (one job at a time, how the studio served before its batching engine) and one with the default workers, whose
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "红苹果"
-PREPARED = ("demo-base", "demo-large")  # what `python app.py` prepares in the background on the bundled models
+PREPARED = ("bundled-base", "bundled-large")  # what `python app.py` prepares in the background on the bundled models
 
 
 def free_port() -> int:

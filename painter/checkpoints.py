@@ -132,18 +132,30 @@ def easynlp_config_dict(config: ModelConfig) -> dict:
         data["sampling"] = dict(config.sampling)
     if config.guidance is not None:
         data["guidance"] = config.guidance
+    if config.domain_words:
+        data["domain_words"] = list(config.domain_words)
     return data
 
 
+def domain_words(value, source: Path | str = "domain_words") -> tuple[str, ...]:
+    """A config's or a command line's domain words, checked: a list of short, non-empty strings."""
+    if not isinstance(value, (list, tuple)) or len(value) > 64 or not all(
+            isinstance(w, str) and 0 < len(w.strip()) <= 32 for w in value):
+        raise ConfigError(f'{source}: "domain_words" must be a list of at most 64 words (1-32 characters each), '
+                          f"got {value!r}"[:300])
+    return tuple(dict.fromkeys(w.strip() for w in value))
+
+
 def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> ModelConfig:
-    """``config`` with the checked sampling settings of its config.json (either layout), and whether guidance
-    helps it."""
+    """``config`` with the checked sampling settings of its config.json (either layout), whether guidance
+    helps it and the domain words it learnt."""
     guidance = data.get("guidance")
     if guidance is not None and not isinstance(guidance, bool):
         raise ConfigError(f'{source}: "guidance" must be true or false, got {guidance!r}')
+    words = domain_words(data.get("domain_words", []), source)
     try:
         return replace(config, sampling=sampling_settings(data.get("sampling", {}), config.img_vocab_size),
-                       guidance=guidance)
+                       guidance=guidance, domain_words=words)
     except SamplingError as exc:
         raise ConfigError(f'{source}: "sampling": {exc}') from exc
 
@@ -457,16 +469,18 @@ def load_vqgan(src: str | Path) -> VQGAN:
 
 
 def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torch.dtype | None = None,
-            vqgan_dir: str | Path | None = None, sampling: dict | None = None, guidance: bool | None = None) -> Path:
+            vqgan_dir: str | Path | None = None, sampling: dict | None = None, guidance: bool | None = None,
+            words: list[str] | None = None) -> Path:
     """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one);
     for the Painter layout optionally in another float format and with a shared VQGAN directory.
-    ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``).
+    ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``), ``words``
+    the domain words the model learnt (see ``ModelConfig.domain_words``).
     A standalone VQGAN directory (``painter train-vqgan``) is copied, optionally in another float format."""
     dst = Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
     if (Path(src) / VQGAN_WEIGHTS).is_file():
-        if to == "easynlp" or vqgan_dir is not None or sampling or guidance is not None:
+        if to == "easynlp" or vqgan_dir is not None or sampling or guidance is not None or words:
             raise CheckpointError(f"{src} is a VQGAN alone: only --dtype applies to it")
         return save_vqgan(load_vqgan(src), dst, dtype)
     checkpoint = load_checkpoint(src)
@@ -479,6 +493,8 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
         model.config = replace(model.config, sampling=sampling_settings(settings, model.config.img_vocab_size))
     if guidance is not None:
         model.config = replace(model.config, guidance=guidance)
+    if words:
+        model.config = replace(model.config, domain_words=domain_words(words, "--domain-word"))
     if to == "painter":
         return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
     if dtype is not None or vqgan_dir is not None:

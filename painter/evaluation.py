@@ -167,6 +167,22 @@ def domain_measures(image: Image.Image) -> dict[str, float]:
             "colour": float((chroma[subject] >= 40).mean()) if subject.any() else 0.0}
 
 
+# When a picture is in a preset's domain, by its measures: the thresholds the studio's tests and the preset table
+# (recipes/preset_table.py) share.
+DOMAIN_CHECKS = {
+    "ecommerce": lambda m: m["white_border"] > 0.95 and m["fills_frame"] > 0.05,  # a product on white
+    "scenery": lambda m: m["fills_frame"] > 0.75,  # a scene to the edges (snow and clouds are near-white)
+    "painting": lambda m: m["ink_tones"] > 0.9 and m["fills_frame"] > 0.9,  # grey ink on rice paper
+    "emoji": lambda m: m["white_border"] > 0.8 and m["colour"] > 0.5,  # a subject in colour on white
+}
+
+
+def in_domain(preset: str, image: Image.Image) -> bool | None:
+    """Whether a picture passes the domain check of a preset (None: the preset has no check)."""
+    check = DOMAIN_CHECKS.get(preset)
+    return None if check is None else bool(check(domain_measures(image)))
+
+
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,
              candidates: int = 100, seed: int = 0, guidance_scale: float | None = None, top_k: int | None = None,
              temperature: float | None = None, seeds: int = 1, heldout: Path | None = None,

@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, evaluation,
-# shipping. Run it again after an interruption anywhere and it continues:
+# shipping, all on a 2-core CPU within one working session (the GPTs in under 90 minutes each). Run it again
+# after an interruption anywhere and it continues:
 #  - a stage whose output is committed (recipes/bundled/manifest.tsv, assets/models/bundled-*) is skipped;
 #  - a training stage resumes from its last checkpoint in $RUNS (or starts again on a new machine).
-# The data set is rebuilt when data/bundled is missing (about 15 minutes) and checked against the committed
+# The data set is rebuilt when data/bundled is missing (about 5 minutes) and checked against the committed
 # manifest. Stage times on the project's 2-core CPU are in recipes/bundled/times.log and the model cards.
+#
+# Sizing (python -m bench.training and the logs of `painter train`; AMD EPYC with AVX-512 BF16, bf16 autocast,
+# batch 16, one thread per GPT while both train):
+#   - what teaches these GPTs is passes over each picture (demo-large: 1,830 pictures x 48 passes paints its
+#     subjects; the first bundled-base: 11,173 x 5 passes does not);
+#   - tokens per pass of a picture: 256 image codes; the compact set trains on 3,300 pictures (~3.96 captions each);
+#   - large (4x192) trains at ~4,400 image tokens/s on one core, base (4x128) at ~6,500;
+#   - base, 20 passes: 3,300 x 20 x 256 / 6,500 = 2,600 s (44 min) -> EPOCHS_BASE = 20 / 3.96 = 5;
+#   - large runs beside base and its shipping (~60 min at ~4,400), then alone on 2 threads (~6,500):
+#     40 passes = 33.8 M tokens = 3,600 s x 4,400 + 2,770 s x 6,500 (106 min) -> EPOCHS_LARGE = 40 / 3.96 = 10.
+#   On a GPU, recipes/bundled-gpu.sh trains the GPTs on the --full set instead (FULL=1), then runs this
+#   recipe, which finds them trained and converts, evaluates and ships them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 RUNS=${RUNS:-runs}
-DATA=data/bundled
+FULL=${FULL:-}  # 1: the 11k-picture --full set, whose GPTs a GPU trains (recipes/bundled-gpu.sh)
+DATA=data/bundled${FULL:+-full}
+MANIFEST=recipes/bundled/manifest${FULL:+-full}.tsv
 OUT=assets/models
 EPOCHS_VQGAN=${EPOCHS_VQGAN:-5}
 mkdir -p "$RUNS" recipes/bundled
@@ -19,13 +34,14 @@ stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a recipes/bundled/times.log; }
 # 1. Data: the pictures are drawn from pinned packages; the manifest (ids, captions, PNG hashes) is committed.
 if [[ ! -s $DATA/train.tsv ]]; then
   stamp "data: start"
-  $PY -m painter data bundled --output "$DATA"
+  $PY -m painter data bundled --output "$DATA" ${FULL:+--full}
   stamp "data: done"
 fi
-if [[ -s recipes/bundled/manifest.tsv ]]; then
-  $PY -m painter.data.manifest check recipes/bundled/manifest.tsv "$DATA/manifest.tsv"
+if [[ -s $MANIFEST ]]; then
+  $PY -m painter.data.manifest check "$MANIFEST" "$DATA/manifest.tsv"
 else
-  cp "$DATA/manifest.tsv" "$DATA/ATTRIBUTION.md" recipes/bundled/
+  cp "$DATA/manifest.tsv" "$MANIFEST"
+  [[ -n $FULL ]] || cp "$DATA/ATTRIBUTION.md" "$DATA/probe.tsv" recipes/bundled/
 fi
 
 # 2. The shared VQGAN: 128x128 pictures, 16x16 codes (f8), trained on 64-pixel crops.
@@ -41,8 +57,8 @@ fi
 # 3-4. Each GPT, when trained: its recommended sampling (recipes/sampling_sweep.py), shipped in fp16 beside the
 #      shared VQGAN, evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases,
 #      and described by its model card. `recipes/bundled-models.sh ship SIZE` runs only this for one trained GPT.
-#      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each): about 40 minutes for base on
-#      one core, so that the whole recipe stays within 7 hours.
+#      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each), so that base ships on one
+#      core while large trains on the other.
 ship() {
   local size=$1 TOP_K TEMPERATURE
   [[ -s $OUT/$size/model.safetensors ]] && return 0
@@ -50,7 +66,8 @@ ship() {
   read -r TOP_K TEMPERATURE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size/model" \
     --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
   $PY -m painter convert "$RUNS/$size/model" "$OUT/$size" --to painter --dtype fp16 \
-    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE"
+    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
+    $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \
     > "$RUNS/$size-eval.json"
@@ -66,8 +83,8 @@ fi
 # while large goes on; then large has both cores.
 VQGAN=$RUNS/bundled-vqgan/vqgan
 [[ -s $VQGAN/vqgan.safetensors ]] || VQGAN=$OUT/bundled-vqgan  # another machine: the committed VQGAN
-EPOCHS_BASE=${EPOCHS_BASE:-1.2}
-EPOCHS_LARGE=${EPOCHS_LARGE:-1.2}
+EPOCHS_BASE=${EPOCHS_BASE:-5}
+EPOCHS_LARGE=${EPOCHS_LARGE:-10}
 train_gpt() {
   OMP_NUM_THREADS=$3 $PY -m painter -q train --vqgan "$VQGAN" --size "$1" --train "$DATA/train.tsv" \
     --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr 1e-3 --warmup-steps 200 \

@@ -58,9 +58,11 @@ BUNDLED_CARD = """# {name}
 
 A {size} GPT ({n_layer} layers, {n_head} heads, width {n_embd}; {params:.1f}M parameters) that paints 128x128
 pictures from Chinese prompts through the shared VQGAN in `../bundled-vqgan` (f8: 16x16 codes, codebook
-{n_embed}), in six emoji art styles and four domains: 电商 product shots on white, 风景 scenery, 国画 ink
-painting and 书法 calligraphy. It keeps the pai-painter token layout (32 Chinese BERT text tokens, then 256
-image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
+{n_embed}): every emoji subject with a Chinese name (Fluent 3D, a second art style for about half of them)
+and three domains: 电商 product shots on white, 风景 scenery and photographs, 国画 ink painting. The words it
+learnt for them ({domain_words}) are listed in `config.json` as `domain_words`, so the studio's presets wrap
+prompts in them for this model only. It keeps the pai-painter token layout (32 Chinese BERT text tokens, then
+256 image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
 Trained with caption dropout {caption_dropout}.
 
 ## Data and licences
@@ -78,8 +80,11 @@ processes, pauses and gaps between sessions left out where the log records them)
 
 | stage | steps | time |
 |---|---|---|
-| VQGAN (`painter train-vqgan --config f8 --crop 64`) | {vq_steps} | {vq_time} |
-| this GPT (`painter train --size {name}`, one core beside the other GPT, then two) | {steps} | {time} |
+| VQGAN (`painter train-vqgan --config f8 --crop 64`, on the 11k-picture set) | {vq_steps} | {vq_time} |
+| this GPT (`painter train --size {name}`, one core beside the other GPT{then_two}) | {steps} | {time} |
+
+It saw each of its {train_pictures} training pictures {passes:.0f} times (steps x batch {batch} / pictures), at a
+median {tokens_per_s:.0f} image tokens/s (bf16 autocast; {cpu}).
 
 ## Sampling
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
@@ -128,6 +133,15 @@ def gpt_params(gpt: dict) -> float:
             + 2 * gpt["n_embd"] + (gpt["vocab_size"] - 21128) * gpt["n_embd"]) / 1e6
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector extension, as the numbers depend on both."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    vector = next((f for f in ("avx512_bf16", "avx512_vnni", "avx2") if f in flags), "")
+    return f"{name or 'unknown CPU'}{', ' + vector.upper() if vector else ''}"
+
+
 def settings_text(model_dir: Path) -> str:
     recommended = json.loads((model_dir / "config.json").read_text()).get("sampling", {})
     return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in recommended.items()) or "the reference's"
@@ -152,8 +166,17 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
             rows.append(f"| {label} | {evaluation[key]:.3f} | {' / '.join(f'{v:.3f}' for v in per_seed)} | "
                         f"{'' if variety is None else f'{variety:.2f}'} |")
     gpt = info["gpt"]
+    log = records(run)
+    manifest = (ROOT / "recipes" / "bundled" / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    train_pictures = sum(line.split("\t")[3] == "train" for line in manifest)
+    speeds = sorted(r["tokens_per_s"] for r in log if "tokens_per_s" in r)
+    config = json.loads((models / name / "config.json").read_text())
     return BUNDLED_CARD.format(
         name=name, size=name.split("-")[1], params=gpt_params(gpt), n_embed=vq_config["n_embed"],
+        domain_words="、".join(config.get("domain_words", [])) or "none",
+        then_two=", then two" if name.endswith("large") else "", train_pictures=train_pictures,
+        passes=log[-1]["step"] * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
+        tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_name(),
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
         vq_steps=vq_steps, vq_time=vq_time, steps=records(run)[-1]["step"], time=duration(run),
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),

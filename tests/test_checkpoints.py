@@ -343,3 +343,21 @@ def test_a_vqgan_alone_converts_to_fp16_and_refuses_model_options(tmp_path):
         assert torch.allclose(again.state_dict()[k], v.half().float())
     with pytest.raises(CheckpointError, match="a VQGAN alone"):
         convert(src, tmp_path / "other", to="easynlp")
+
+
+def test_domain_words_are_stored_in_both_layouts_and_checked(easynlp_dir, tmp_path):
+    """The words a model learnt for a domain travel with it (painter convert --domain-word), so the studio wraps
+    prompts in a preset's fallback template only for a model that knows them."""
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    assert main(["convert", str(easynlp_dir), str(ours), "--to", "painter", "--domain-word", "水墨画",
+                 "--domain-word", "风景", "--domain-word", "水墨画"]) == 0
+    assert json.loads((ours / "config.json").read_text())["domain_words"] == ["水墨画", "风景"]
+    assert main(["convert", str(ours), str(back)]) == 0  # EasyNLP ignores keys it does not know
+    assert load_checkpoint(back).config.domain_words == ("水墨画", "风景")
+    assert load_checkpoint(easynlp_dir).config.domain_words == ()
+    for bad in ("水墨画", ["x" * 40], [3], [""]):
+        d = copy_model(easynlp_dir, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        edit_config(d, domain_words=bad)
+        with pytest.raises(ConfigError, match="domain_words") as error:
+            load_checkpoint(d)
+        assert str(d / "config.json") in str(error.value)

@@ -318,3 +318,45 @@ def test_domain_measures_tell_the_renderers_domains_apart():
     assert scene["fills_frame"] > 0.95 and product["fills_frame"] < 0.5
     assert ink["ink_tones"] > 0.95 and scene["ink_tones"] < 0.9 and plain["ink_tones"] < ink["ink_tones"]
     assert plain["colour"] > 0.9 and product["colour"] > 0.5 and ink["colour"] < 0.2  # a red ball; in ink, grey
+
+
+# -- the committed compact data set ---------------------------------------------------------------------------
+
+def test_the_compact_data_set_matches_the_recipes_arithmetic():
+    """The manifest the shipped models learnt from: every emoji subject once, a second style for about half,
+    the three preset domains at their sizes, and as many training pictures as the recipe's sizing assumes."""
+    import re
+
+    from painter.data.manifest import read_manifest
+    from painter.ui.styles import apply_template, load_styles
+    from conftest import ROOT
+
+    rows = read_manifest(ROOT / "recipes" / "bundled" / "manifest.tsv")  # id -> subject, style, split, sha, captions
+    train = [r for r in rows.values() if r[2] == "train"]
+    recipe = (ROOT / "recipes" / "bundled-models.sh").read_text(encoding="utf-8")
+    assumed = int(re.search(r"the compact set trains on ([\d,]+) pictures", recipe).group(1).replace(",", ""))
+    assert abs(len(train) - assumed) <= 0.02 * assumed, (len(train), assumed)
+    assert 3000 <= len(rows) <= 4000
+
+    def subjects(style_test) -> set[str]:
+        return {r[0] for r in rows.values() if style_test(r[1])}
+
+    emoji = [r for r in rows.values() if r[1] not in ("product", "scenery", "ink", "photo", "calligraphy")]
+    per_subject = {}
+    for r in emoji:
+        per_subject[r[0]] = per_subject.get(r[0], 0) + 1
+    assert len(per_subject) >= 1500, "breadth: every emoji subject with a Chinese name"
+    assert 0.35 <= sum(n == 2 for n in per_subject.values()) / len(per_subject) <= 0.65, "a second style for ~half"
+    assert max(per_subject.values()) == 2
+    count = {d: sum(r[1] == d for r in rows.values()) for d in ("product", "scenery", "ink", "photo")}
+    assert count["product"] >= 400 and len(subjects(lambda s: s == "product")) >= 150
+    assert count["scenery"] + count["photo"] >= 350 and count["photo"] > 0
+    assert count["ink"] >= 300 and len(subjects(lambda s: s == "ink")) >= 120
+
+    # every example a preset's fallback lists is a trained caption of that domain, in the template's words
+    styles = {s.id: s for s in load_styles(ROOT / "styles")}
+    trained = {(r[1], c) for r in train for c in r[4].split("|")}
+    for preset, domain in (("ecommerce", "product"), ("scenery", "scenery"), ("painting", "ink")):
+        fallback = styles[preset].fallback
+        for example in fallback.examples:
+            assert (domain, apply_template(fallback.template, example)) in trained, (preset, example)

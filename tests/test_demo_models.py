@@ -13,18 +13,13 @@ from painter.serving.cli import main
 MODELS = hub.PROJECT_ROOT / "assets" / "models"
 
 
-def test_the_pair_is_bundled_small_and_shares_one_vqgan():
+def test_the_shipped_models_fit_the_budget_and_demo_large_is_bundled():
     total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
-    assert total <= 60e6, total  # everything shipped in assets/models, the bundled 128 px VQGAN included
-    configs = {}
-    for name in ("demo-base", "demo-large"):
-        checkpoint = load_checkpoint(hub.resolve(name))
-        configs[name] = checkpoint.config
-        assert checkpoint.format == "painter" and checkpoint.config.caption_dropout > 0
-        assert checkpoint.config.img_len == 256 and checkpoint.config.vqgan.resolution == 64
-        assert (MODELS / name / "README.md").read_text(encoding="utf-8").count("CC-BY 4.0") >= 1
-    assert configs["demo-base"].vqgan == configs["demo-large"].vqgan
-    assert configs["demo-large"].gpt.n_layer > configs["demo-base"].gpt.n_layer
+    assert total <= 60e6, total  # everything shipped in assets/models: the 128 px pair, its VQGAN, demo-large
+    checkpoint = load_checkpoint(hub.resolve("demo-large"))
+    assert checkpoint.format == "painter" and checkpoint.config.caption_dropout > 0
+    assert checkpoint.config.img_len == 256 and checkpoint.config.vqgan.resolution == 64
+    assert (MODELS / "demo-large" / "README.md").read_text(encoding="utf-8").count("CC-BY 4.0") >= 1
 
 
 def red_pictures(images) -> int:

@@ -1,6 +1,7 @@
 import base64
 import io
 import time
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 from painter import pipeline
 from painter.data.images import tensor_to_pil
 from painter.errors import ModelNotFoundError, PromptError, SamplingError
+from conftest import ROOT
 
 
 def decode_b64_png(s: str) -> Image.Image:
@@ -123,3 +125,46 @@ def test_bf16_runs_on_a_bf16_cpu_is_refused_elsewhere_and_fp16_is_refused(easynl
             Painter.from_pretrained(easynlp_dir, device="cpu", precision="bf16")
     with pytest.raises(DeviceError, match="fp16 needs a CUDA GPU"):
         Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp16")
+
+
+POOLS_PROBE = r"""
+import os, sys, threading
+from painter import Painter
+
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+painter = Painter.from_pretrained(sys.argv[1], device="cpu", precision="fp32")
+painter.generate("红苹果", seed=0)  # the owner of the cores and its OpenMP pool exist from here on
+before = threads()
+painted, barrier = threading.Barrier(5), threading.Barrier(5)
+
+def paint(i):
+    painter.generate(["红苹果", "宽松T恤"], seed=i, num_images=2)  # tokens, decodes and all
+    painter.stream("猫", seed=i, preview_every=16).__next__()  # a fast preview too
+    painted.wait()
+    barrier.wait()
+
+callers = [threading.Thread(target=paint, args=(i,)) for i in range(4)]
+for t in callers:
+    t.start()
+painted.wait()  # every caller has painted and is still alive, with whatever pools it made
+during = threads()
+barrier.wait()
+print(before, during)
+"""
+
+
+def test_painting_from_many_threads_keeps_one_openmp_pool(painter_dir):
+    """Callers hand every torch op to the owner of the cores: four threads painting (decodes and previews
+    included) add themselves and no OpenMP pool threads. Before, each caller's decode made a pool of its own,
+    and pools outnumbering the cores made every token step 2-2.5x slower."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # a pool has a worker thread even on a 1-core machine
+    out = subprocess.run([sys.executable, "-c", POOLS_PROBE, str(painter_dir)], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, during = map(int, out.stdout.split()[-2:])
+    assert during == before + 4, (before, during)

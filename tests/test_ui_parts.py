@@ -14,7 +14,7 @@ def test_bundled_presets_load_and_name_their_models():
     assert styles["ecommerce"].models == ("pai-painter-commercial-base-zh",)
     assert styles["scenery"].models == ("pai-painter-scenery-base-zh",)
     assert styles["painting"].models == ("pai-painter-painting-base-zh",)
-    assert styles["emoji"].models == styles["plain"].models == ("bundled-large", "demo-large")
+    assert styles["emoji"].models == styles["plain"].models == ("bundled-large", "bundled-base", "demo-large")
     assert list(styles)[0] == "plain" and styles["ecommerce"].name_zh == "电商"
     assert styles["painting"].apply(" 远山 ") == "远山，国画"
     assert "宽松T恤" in styles["ecommerce"].examples
@@ -63,8 +63,12 @@ def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(ea
     assert (plan.sampling.top_k, plan.sampling.temperature) == (recommended["top_k"], recommended["temperature"])
     assert "pai-painter-commercial-base-zh" in plan.note and bundled in plan.note
     assert plan.examples == studio.styles["ecommerce"].fallback.examples
-    chosen = studio.plan("painting", "demo-base")  # another model, picked by hand: the same care
-    assert chosen.template == "{prompt}，水墨画" and (chosen.sampling.top_k, chosen.sampling.temperature) == (10, 0.2)
+    assert set(manager.entry(bundled).domain_words) >= {"白底商品图", "风景", "水墨画"}, "its config lists them"
+    chosen = studio.plan("painting", "demo-large")  # another model, picked by hand: its own settings, and...
+    assert (chosen.sampling.top_k, chosen.sampling.temperature) == (10, 0.2)
+    # ...the prompt as typed: demo-large never learnt 水墨画, and words a model never saw paint colour blotches
+    assert manager.entry("demo-large").domain_words == () and chosen.template == "{prompt}"
+    assert chosen.examples and not set(chosen.examples) & set(studio.styles["painting"].fallback.examples)
     emoji = studio.plan("emoji", AUTO)
     assert (emoji.model, emoji.template, emoji.note) == (bundled, "扁平风格的{prompt}", "")
 
@@ -263,7 +267,8 @@ def test_models_are_prepared_in_the_background_and_the_page_says_so(painter_dir,
 
 
 def test_the_studios_engines_leave_a_core_to_the_server(painter_dir, monkeypatch):
-    """Each model's engine steps with the manager's thread count, in its own thread; the caller keeps its own."""
+    """Each model's engine steps with the manager's thread count, on the owner of the cores; the caller keeps
+    its own."""
     import torch
 
     from painter.serving.engine import Engine, server_engine_threads
@@ -279,6 +284,6 @@ def test_the_studios_engines_leave_a_core_to_the_server(painter_dir, monkeypatch
     painter.generate("红苹果", seed=0)
     assert seen and set(seen) == {1} and torch.get_num_threads() == before
     seen.clear()
-    painter.set_engine_threads(2)  # a running engine takes a new count at its next job
+    painter.set_engine_threads(2)  # the owner takes a new count when it next wakes
     painter.generate("红苹果", seed=0)
     assert set(seen) == {2}

@@ -1,8 +1,15 @@
 """``painter data bundled``: the multi-style, multi-domain 128x128 data set the bundled models learn from.
 
-Pictures (about 11,500): the emoji in six art styles, and from them product shots (电商), scenes (风景) and
-ink paintings (国画), plus calligraphy (书法) and crops of a few real photographs (风景, under 15%). Every
-source is a pinned registry package (see ``sources``); ``ATTRIBUTION.md`` credits each one.
+Two plans draw from the same pinned registry packages (see ``sources``; ``ATTRIBUTION.md`` credits each one):
+
+* **compact** (the default, about 3,400 pictures): what a 2-core CPU can teach in the recipe's time. A small
+  GPT learns its pictures from passes over each one (about 40), not from many pictures seen once, so the set
+  is sized from the measured training speed (the arithmetic is in ``recipes/bundled-models.sh``): every emoji
+  subject once in a primary art style (Fluent 3D, else Noto), a second style for about half of them so that
+  seeds differ, and the three preset domains: product shots (电商), scenes with crops of a few real
+  photographs (风景) and ink paintings (国画).
+* **full** (``--full``, about 11,200 pictures, for a GPU): the emoji in six art styles, the domains with more
+  styles per subject, and calligraphy (书法).
 
 Files written to the output folder:
 
@@ -13,6 +20,8 @@ Files written to the output folder:
   and the GPT's loss during training;
 * ``paraphrase.tsv`` — training pictures with prompts worded as no training caption is;
 * ``manifest.tsv`` — one line per picture: id, subject, style, split, sha256 of its PNG, its captions;
+* ``probe.tsv`` — a handful of training pictures with their first caption, committed beside the manifest: a
+  test paints them with the shipped models and checks retrieval beats chance (the weights are the trained ones);
 * ``ATTRIBUTION.md`` — sources, versions, licences and credits.
 
 Row ids are ``STYLE/SUBJECT/N``, so evaluation can compare a picture with candidates of its own style.
@@ -38,7 +47,7 @@ from painter.data.emoji_styles import StyleSource, Subject, load_subjects, pad_s
 from painter.data.files import atomic_output
 from painter.data.images import png_bytes
 from painter.data.packages import Archive, default_cache
-from painter.data.sources import EMOJIBASE, PHOTOS, STYLES, WALLPAPERS, WENKAI
+from painter.data.sources import EMOJIBASE, PHOTOS, STYLE_BY_ID, STYLES, WALLPAPERS, WENKAI
 from painter.data.tsv import tsv_line
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ SIZE = 128
 CAPTIONS_PER_IMAGE = 4
 HELD_OUT_FRACTION = 0.10
 PARAPHRASE_PROMPTS = 400
+PROBE_PICTURES = 16
 VALID_EVERY = 5
 CROPS_PER_PHOTO = 40
 FONT = "usr/share/fonts/truetype/lxgw-wenkai/LXGWWenKai-Bold.ttf"
@@ -58,6 +68,9 @@ INK = ("animal-mammal", "animal-bird", "animal-marine", "animal-amphibian", "ani
        "plant-flower", "plant-other", "place-geographic")
 INK_EXTRA = {"1f30a", "1f319", "1f315", "1f343", "1f38b"}  # water wave, moons, leaves in wind, bamboo
 PRODUCT_STYLES = ("fluent-3d", "noto", "fluent-color")
+PRIMARY_STYLES = ("fluent-3d", "noto")  # compact: a subject's one style, the first its packages have
+SECOND_STYLES = ("noto", "fluent-color", "twemoji", "fluent-flat")  # compact: variety for about half
+SECOND_STYLE_FRACTION = 0.5
 INK_STYLES = ("fluent-flat", "noto")
 SCENERY_STYLES = ("noto", "fluent-3d", "fluent-color", "twemoji", "fluent-flat")
 CALLIGRAPHY = ("福禄寿喜财吉祥如意和平安康乐美爱心善德仁义礼智信忠孝诚勤俭静思道天地人日月星山水风雨雷电云雪花鸟鱼"
@@ -65,6 +78,20 @@ CALLIGRAPHY = ("福禄寿喜财吉祥如意和平安康乐美爱心善德仁义�
                "歌舞琴棋剑江河湖海林森田园草叶红白黑青黄蓝紫飞行走看听说笑好新年快生命自然真学文武力志远")
 CALLIGRAPHY_WORDS = ("山水", "福寿", "和平", "平安", "吉祥", "如意", "春风", "明月", "静心", "厚德", "自然", "梅花",
                      "长城", "江南", "知足", "天道", "清风", "快乐", "龙马", "书香")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many pictures of each kind a data set draws."""
+
+    name: str
+    styles_per_subject: dict  # domain -> pictures per subject (rotating through the domain's styles)
+    crops_per_photo: int
+    calligraphy: bool
+
+
+FULL = Plan("full", {"product": 3, "scenery": 3, "ink": 2}, CROPS_PER_PHOTO, True)
+COMPACT = Plan("compact", {"product": 2, "scenery": 2, "ink": 2}, 24, False)
 
 
 @dataclass
@@ -112,39 +139,62 @@ class Builder:
     def parts(self, subject: Subject, style_word: str = "") -> CaptionParts:
         return CaptionParts(subject.name, measure_word(subject), self.keywords[subject.key], style_word)
 
-    def pictures(self) -> list[Picture]:
-        pics: list[Picture] = []
-        for style in STYLES:
-            source = self.sources[style.id]
-            for key in sorted(source.keys & set(self.subjects)):
-                parts = self.parts(self.subjects[key], style.word)
-                pics.append(Picture(f"{style.id}/{key}", key, style.id,
-                                    lambda s=source, k=key: pad_square(s.image(k, 112), SIZE, 112),
-                                    lambda p=parts, i=f"{style.id}/{key}": emoji_captions(p, CAPTIONS_PER_IMAGE, i),
-                                    paraphrase=paraphrase(parts, f"{style.id}/{key}")))
-        pics += self._domain("product", PRODUCT, PRODUCT_STYLES, 3,
+    def _emoji(self, style_id: str, key: str) -> Picture:
+        style, source = STYLE_BY_ID[style_id], self.sources[style_id]
+        parts = self.parts(self.subjects[key], style.word)
+        return Picture(f"{style.id}/{key}", key, style.id, lambda: pad_square(source.image(key, 112), SIZE, 112),
+                       lambda: emoji_captions(parts, CAPTIONS_PER_IMAGE, f"{style.id}/{key}"),
+                       paraphrase=paraphrase(parts, f"{style.id}/{key}"))
+
+    def emoji_pairs(self, plan: Plan) -> list[tuple[str, str]]:
+        """(style, subject) of the plan's emoji pictures: every style's every subject (full), or each subject in
+        its primary style and, for about half of them (chosen by a hash), in a second one (compact)."""
+        if plan.name == "full":
+            return [(st.id, key) for st in STYLES for key in sorted(self.sources[st.id].keys & set(self.subjects))]
+        pairs = []
+        for key in sorted(self.subjects):
+            have = [st for st in PRIMARY_STYLES if key in self.sources[st].keys]
+            if not have:
+                continue
+            pairs.append((have[0], key))
+            if _stable_unit(f"second|{key}") < SECOND_STYLE_FRACTION:
+                others = [st for st in SECOND_STYLES if st != have[0] and key in self.sources[st].keys]
+                if others:
+                    pairs.append((others[int(_stable_unit(f"style|{key}") * len(others))], key))
+        return pairs
+
+    def pictures(self, plan: Plan = COMPACT) -> list[Picture]:
+        pics = [self._emoji(style, key) for style, key in self.emoji_pairs(plan)]
+        per = plan.styles_per_subject
+        pics += self._domain("product", PRODUCT, PRODUCT_STYLES, per["product"],
                              lambda img, s, seed: renderers.product_shot(img, SIZE, seed))
-        pics += self._domain("scenery", SCENERY, SCENERY_STYLES, 3,
+        pics += self._domain("scenery", SCENERY, SCENERY_STYLES, per["scenery"],
                              lambda img, s, seed: renderers.scene(img, s.name, SIZE, seed))
-        pics += self._domain("ink", INK, INK_STYLES, 2,
+        pics += self._domain("ink", INK, INK_STYLES, per["ink"],
                              lambda img, s, seed: renderers.ink_wash(img, SIZE, seed, str(self.font)), INK_EXTRA)
+        if plan.calligraphy:
+            pics += self._calligraphy()
+        for p, photo in enumerate(PHOTOS):
+            for c in range(plan.crops_per_photo):
+                pics.append(Picture(f"photo/p{p}-{c}", f"photo:{p}", "photo",
+                                    lambda ph=photo, p=p, c=c: self._crop(ph, p, c),
+                                    lambda ph=photo, c=c: _rotate(list(ph.captions), c)[:3]))
+        return pics
+
+    def _calligraphy(self) -> list[Picture]:
+        pics = []
         for n, text in enumerate(dict.fromkeys(tuple(CALLIGRAPHY) + CALLIGRAPHY_WORDS)):
             parts = CaptionParts(text)
             pics.append(Picture(f"calligraphy/u{'-'.join(f'{ord(c):x}' for c in text)}", f"char:{text}", "calligraphy",
                                 lambda t=text, n=n: renderers.calligraphy(t, str(self.font), SIZE, seed=n),
                                 lambda p=parts, i=n: domain_captions("calligraphy", p, CAPTIONS_PER_IMAGE, f"c{i}")))
-        for p, photo in enumerate(PHOTOS):
-            for c in range(CROPS_PER_PHOTO):
-                pics.append(Picture(f"photo/p{p}-{c}", f"photo:{p}", "photo",
-                                    lambda ph=photo, p=p, c=c: self._crop(ph, p, c),
-                                    lambda ph=photo, c=c: _rotate(list(ph.captions), c)[:3]))
         return pics
 
     def _crop(self, photo, p: int, c: int) -> Image.Image:
         if p not in self._crops:
             image = Image.open(io.BytesIO(self.wallpapers.read(photo.file)))
             image.draft("RGB", (1024, 1024))  # JPEG: decode at a fraction of the size, enough for 128 px crops
-            self._crops = {p: renderers.photo_crops(image, CROPS_PER_PHOTO, SIZE, seed=p)}
+            self._crops = {p: renderers.photo_crops(image, CROPS_PER_PHOTO, SIZE, seed=p)}  # the same crops in both plans
         return self._crops[p][c]
 
     def _domain(self, domain: str, subgroups, styles, per_subject: int, render, extra=frozenset()) -> list[Picture]:
@@ -177,11 +227,12 @@ def assign_splits(pics: list[Picture]) -> None:
             p.split = "heldout"
 
 
-def build_bundled_dataset(output: str | Path, cache: Path | None = None, limit: int | None = None) -> dict:
-    """Draw every picture from the pinned packages and write the data set; return the counts.
+def build_bundled_dataset(output: str | Path, cache: Path | None = None, limit: int | None = None,
+                          plan: Plan = COMPACT) -> dict:
+    """Draw every picture of the plan from the pinned packages and write the data set; return the counts.
 
     ``limit`` keeps about that many pictures, evenly spread (a quick look; the recipe builds them all)."""
-    pics = Builder(cache).pictures()
+    pics = Builder(cache).pictures(plan)
     assign_splits(pics)
     if limit:
         pics = pics[::max(1, len(pics) // limit)]
@@ -214,7 +265,8 @@ def write_dataset(pics: list[Picture], output: Path) -> dict:
         if (i + 1) % 1000 == 0:
             log.info("%d / %d pictures", i + 1, len(pics))
     files = {"train.tsv": train, "heldout.tsv": heldout, "valid.tsv": valid, "paraphrase.tsv": para,
-             "manifest.tsv": ["id\tsubject\tstyle\tsplit\tpng_sha256\tcaptions\n"] + manifest}
+             "manifest.tsv": ["id\tsubject\tstyle\tsplit\tpng_sha256\tcaptions\n"] + manifest,
+             "probe.tsv": probe_rows(train)}
     for name, lines in files.items():
         with atomic_output(output / name) as tmp:
             tmp.write_text("".join(lines), encoding="utf-8")
@@ -225,6 +277,12 @@ def write_dataset(pics: list[Picture], output: Path) -> dict:
         tmp.write_text(attribution(summary), encoding="utf-8")
     log.info("bundled data set: %s", summary)
     return summary
+
+
+def probe_rows(train: list[str], pictures: int = PROBE_PICTURES) -> list[str]:
+    """The first row (first caption) of ``pictures`` training pictures spread evenly over the file."""
+    firsts = [line for line in train if line.split("\t", 1)[0].endswith("/0")]
+    return firsts[::max(1, len(firsts) // pictures)][:pictures]
 
 
 def attribution(summary: dict) -> str:

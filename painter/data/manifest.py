@@ -5,6 +5,9 @@ code. PNG bytes may differ by a few grey levels under another Pillow or resvg ve
 picture hash is reported (with the count) but does not stop the recipe.
 
 ``python -m painter.data.manifest check COMMITTED REBUILT``
+
+``python -m painter.data.manifest words MANIFEST`` prints ``--domain-word=W`` for each domain word the data
+set's captions teach (白底商品图, 风景, 水墨画, …), for ``painter convert`` to record in the trained model.
 """
 
 from __future__ import annotations
@@ -47,10 +50,21 @@ def compare(committed: Path, rebuilt: Path) -> int:
     return pixels
 
 
+def domain_words(path: Path) -> list[str]:
+    """The domain words of the domains (styles) a data set holds, in DOMAIN_WORDS' order."""
+    from painter.data.captions import DOMAIN_WORDS
+
+    styles = {cols[1] for cols in read_manifest(path).values()}
+    return list(dict.fromkeys(word for domain, (word, _) in DOMAIN_WORDS.items() if domain in styles))
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if len(argv) == 2 and argv[0] == "words":
+        print(*(f"--domain-word={w}" for w in domain_words(Path(argv[1]))))
+        return 0
     if len(argv) != 3 or argv[0] != "check":
-        print("usage: python -m painter.data.manifest check COMMITTED REBUILT", file=sys.stderr)
+        print("usage: python -m painter.data.manifest check COMMITTED REBUILT | words MANIFEST", file=sys.stderr)
         return 2
     try:
         differ = compare(Path(argv[1]), Path(argv[2]))

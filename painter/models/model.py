@@ -29,6 +29,10 @@ class ModelConfig:
     # Whether guidance_scale > 1 helps this model (config.json "guidance"); None: it may, when the model was
     # trained with caption dropout. A model that memorised its data paints worse with guidance and says so.
     guidance: bool | None = None
+    # The words this model learnt for a domain (config.json "domain_words", e.g. 白底商品图, 风景, 水墨画): a
+    # preset wraps a prompt in its fallback template only for a model that knows the template's word, since
+    # words a model never saw paint noise. Empty: prompts reach the model as typed.
+    domain_words: tuple[str, ...] = ()
 
     @property
     def img_vocab_size(self) -> int:
@@ -93,6 +97,8 @@ class ModelConfig:
             data["sampling"] = dict(self.sampling)
         if self.guidance is not None:
             data["guidance"] = self.guidance
+        if self.domain_words:
+            data["domain_words"] = list(self.domain_words)
         return data
 
     @property

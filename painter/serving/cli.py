@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(top_k, top_p, temperature, guidance_scale; repeatable), e.g. --sampling temperature=0.3")
     p.add_argument("--guidance", choices=("yes", "no"),
                    help="whether guidance_scale > 1 helps the model (the studio offers the slider only then)")
+    p.add_argument("--domain-word", action="append", default=[], dest="domain_words", metavar="WORD",
+                   help="a word the model learnt for a domain (repeatable), e.g. 水墨画: a preset's fallback "
+                        "template is applied only for a model that knows its word")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("download", help="download a known model (or hf:OWNER/REPO) into the cache")
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model's GPT on a TSV of captioned images (resumable)")
     p.add_argument("--model", help="model directory or name to fine-tune (EasyNLP or Painter layout)")
     p.add_argument("--vqgan", help="instead of --model: train a new GPT on this VQGAN directory...")
-    p.add_argument("--size", help="...of this size (demo-base, demo-large)")
+    p.add_argument("--size", help="...of this size (demo-base, demo-large, bundled-base, bundled-large)")
     p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64")
     p.add_argument("--valid", help="held-out TSV for the evaluation loss")
     p.add_argument("--output", required=True, help="run directory; the model is written to OUTPUT/model")
@@ -116,12 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build data sets")
     p.add_argument("dataset", choices=("emoji", "bundled"),
-                   help="emoji: Twemoji images with Chinese names (the demo models); bundled: six emoji styles, "
-                        "product shots, scenes, ink paintings, calligraphy and photos at 128x128 (npm, Debian)")
+                   help="emoji: Twemoji images with Chinese names (the demo models); bundled: emoji subjects, "
+                        "product shots, scenes, ink paintings and photos at 128x128 (npm, Debian)")
     p.add_argument("--output", help="directory for the TSVs and ATTRIBUTION.md (default data/DATASET)")
     p.add_argument("--cache", help="bundled: where the pinned packages are kept (default $PAINTER_DATA_CACHE "
                                    "or ~/.cache/painter/data)")
     p.add_argument("--limit", type=int, help="bundled: only about this many pictures (a quick look)")
+    p.add_argument("--full", action="store_true",
+                   help="bundled: the 11k-picture plan (six emoji styles, calligraphy) for a GPU, instead of the "
+                        "compact set a 2-core CPU can teach")
     p.set_defaults(func=_data)
 
     p = sub.add_parser("train-vqgan", help="train a VQGAN on the images of a TSV file (resumable)")
@@ -225,9 +231,10 @@ def _eval(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     output = args.output or f"data/{args.dataset}"
     if args.dataset == "bundled":
-        from painter.data.bundled import build_bundled_dataset
+        from painter.data.bundled import COMPACT, FULL, build_bundled_dataset
 
-        summary = build_bundled_dataset(output, Path(args.cache) if args.cache else None, args.limit)
+        summary = build_bundled_dataset(output, Path(args.cache) if args.cache else None, args.limit,
+                                        FULL if args.full else COMPACT)
         log.info("wrote %s: %d pictures, %d training rows, %d held-out pictures, %d paraphrased prompts", output,
                  summary["pictures"], summary["train_rows"], summary["heldout_pictures"], summary["paraphrase_rows"])
         return 0
@@ -306,7 +313,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,
                   vqgan_dir=args.shared_vqgan, sampling=dict(args.sampling),
-                  guidance=None if args.guidance is None else args.guidance == "yes")
+                  guidance=None if args.guidance is None else args.guidance == "yes", words=args.domain_words)
     log.info("wrote %s", dst)
     return 0
 

@@ -1,4 +1,4 @@
-"""Continuous batching: one thread owns a model's GPT and samples every request sent to it in one running batch.
+"""Continuous batching: a model's engine samples every request sent to it in one running batch.
 
 A request (a prompt's images with their seeds and sampling settings) joins the batch at the next token step:
 its caption is prefilled into free rows of the engine's key/value cache, and from then on each step feeds one
@@ -6,8 +6,12 @@ token per row, every row at its own position (``GPT.forward_static``). A request
 drawn or when its caller goes away (Stop, a closed browser tab), and its rows are reused at once. The batch
 never decides what a request paints: each image keeps its own generator (the seed contract of sampling.py)
 and its own settings (top-k, top-p, temperature, guidance per request), so in fp32 an image is token for token
-what it is alone. Decoding is left to the caller's thread, so the engine keeps sampling while pictures are
-decoded.
+what it is alone.
+
+Threads: an engine has no thread of its own. Its rounds (admit waiting requests, one token step, leave) run on
+the process's one owner of the CPU cores (``cores.OWNER``), in turns with every other model's engine and with
+the decodes and previews callers hand over, so that one OpenMP pool works per process (see cores.py for why).
+Callers submit and wait on their tickets; they never run the model.
 
 Kept apart from the model, as in vLLM's scheduler: the engine only decides which rows run; the model code only
 runs rows.
@@ -26,6 +30,7 @@ import torch
 from painter.errors import SamplingError
 from painter.models import GPT, KVCache
 from painter.sampling import SamplingConfig, StaticStep, draw, guide, make_generators, next_token_probs
+from painter.serving.cores import OWNER
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class Ticket:
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         try:
             while True:
+                OWNER.wait_while(self.request.updates.empty)  # on the owner's thread: drive the engines
                 item = self.request.updates.get()
                 if item is _END:
                     return
@@ -103,10 +109,10 @@ def default_max_batch(device: torch.device) -> int:
 
 class Engine:
     """Samples image codes for every request submitted, ``max_batch`` cache rows at most (a guided image
-    takes two); requests beyond that wait for rows to free. The thread starts on the first request."""
+    takes two); requests beyond that wait for rows to free. Its rounds run on the owner of the cores."""
 
     def __init__(self, gpt: GPT, uncond_ids: Sequence[int], img_len: int, device: torch.device, max_batch: int,
-                 compile: bool = False, threads: int | None = None):
+                 compile: bool = False):
         if max_batch < 1:
             raise SamplingError(f"max_batch must be at least 1, got {max_batch}")
         self.gpt, self.img_len, self.device, self.max_batch = gpt, img_len, device, max_batch
@@ -114,14 +120,11 @@ class Engine:
         self.uncond = torch.tensor([list(uncond_ids)], dtype=torch.long, device=device)
         self.dtype = gpt.pos_emb.dtype  # the activations' dtype (int8 keeps its token embedding in bf16)
         self.compile = compile
-        self.threads = threads  # CPU threads for its steps (None: torch's default); read at each wake-up
         self._steps: dict[int, StaticStep] = {}  # compiled steps by row count (a power of two)
         self.cache = KVCache.empty(gpt.config, max_batch, self.dtype, device, max_len=self.text_len + img_len - 1)
         self.waiting: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()  # each call's requests together
+        self.pending: list[Request] = []  # taken from ``waiting``, not yet admitted (the owner's side)
         self.active: list[Request] = []  # their rows fill the cache from row 0, in this order
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     # -- the caller's side --------------------------------------------------------------------------------
 
@@ -142,38 +145,32 @@ class Engine:
                 raise SamplingError(f"{len(request.seeds)} images{' with guidance' if sampling.guided else ''} "
                                     f"need {request.rows} rows; this engine has {self.max_batch} (Painter's max_batch)")
         self.waiting.put(requests)
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="painter-engine", daemon=True)
-                self._thread.start()
-        self._wake.set()
+        OWNER.attach(self)
         return [Ticket(request) for request in requests]
 
-    # -- the engine's thread ------------------------------------------------------------------------------
+    # -- the owner's side ---------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        pending: list[Request] = []
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self.threads:
-                torch.set_num_threads(self.threads)  # this thread's own count; the caller's stays as it is
-            while True:
-                while not self.waiting.empty():
-                    pending.extend(self.waiting.get())
-                pending = [r for r in pending if not self._dropped(r)]
-                try:
-                    pending = self._admit(pending)
-                    if not self.active:
-                        break
-                    self._step()
-                except Exception as exc:  # a failed step fails the requests in it, never the engine
-                    log.exception("sampling failed")
-                    for request in self.active:
-                        request.updates.put(exc)
-                        request.updates.put(_END)
-                    self.active = []
-                self._leave()
+    def work_pending(self) -> bool:
+        return bool(self.active or self.pending or not self.waiting.empty())
+
+    def work(self) -> bool:
+        """One round: take and admit waiting requests, one token step for the active rows, let finished and
+        cancelled requests leave. Returns whether requests remain; an engine with none costs nothing."""
+        while not self.waiting.empty():
+            self.pending.extend(self.waiting.get())
+        self.pending = [r for r in self.pending if not self._dropped(r)]
+        try:
+            self.pending = self._admit(self.pending)
+            if self.active:
+                self._step()
+        except Exception as exc:  # a failed step fails the requests in it, never the engine
+            log.exception("sampling failed")
+            for request in self.active:
+                request.updates.put(exc)
+                request.updates.put(_END)
+            self.active = []
+        self._leave()
+        return self.work_pending()
 
     @staticmethod
     def _dropped(request: Request) -> bool:

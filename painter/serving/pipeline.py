@@ -2,6 +2,9 @@
 
 The dependency direction is pipeline -> sampling -> models: this module chooses devices, batches prompts,
 runs the sampler and decodes codes to images; it knows nothing of files beyond ``from_pretrained``.
+
+Every torch op here (loading, preparing, sampling, decoding, previews) runs on the process's one owner of the
+CPU cores (``cores.OWNER``); the caller's thread only tokenizes, hands work over and waits (see cores.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, auto_candidates, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, resolve_seed
+from painter.serving.cores import OWNER
 from painter.serving.engine import Engine, default_max_batch
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
 from painter.serving.quality import VerdictStore, compare, reference_run
@@ -77,7 +81,6 @@ class Painter:
         self.max_batch = max_batch or default_max_batch(device)
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
-        self._engine_threads: int | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "auto") -> "Painter":
@@ -87,7 +90,12 @@ class Painter:
         ``fp16`` (GPU) and ``int8`` (CPU: int8 GPT, bf16 decoder where the CPU has it) are faster; ``auto``
         picks the fastest of them that is usable on the device and passes this model's quality check
         (serving/quality.py; run once per model and device, then cached), falling back to fp32.
+        The model is loaded and prepared on the owner of the cores, as everything else it runs.
         """
+        return OWNER.call(cls._from_pretrained, name_or_path, device, precision)
+
+    @classmethod
+    def _from_pretrained(cls, name_or_path: str | Path, device: str, precision: str) -> "Painter":
         dev = resolve_device(device)
         model_dir = hub.resolve(name_or_path)
         name = Path(str(name_or_path)).name
@@ -168,16 +176,15 @@ class Painter:
             if self._engine is None:
                 compile = self.device.type == "cuda" or self.inference.quantized
                 self._engine = Engine(self.model.transformer, self.tokenizer.unconditional(), self.config.img_len,
-                                      self.device, self.max_batch, compile=compile, threads=self._engine_threads)
+                                      self.device, self.max_batch, compile=compile)
             return self._engine
 
-    def set_engine_threads(self, threads: int | None) -> None:
-        """CPU threads for the engine's token steps (None: torch's default, every core). A server keeps a
-        core for itself: on a 2-core machine a 2-thread step waits whenever the server sends a frame."""
-        self._engine_threads = threads
-        with self._engine_lock:
-            if self._engine is not None:
-                self._engine.threads = threads
+    @staticmethod
+    def set_engine_threads(threads: int | None) -> None:
+        """CPU threads for the owner of the cores, which paints for every model of the process (None: torch's
+        default, every core). A server keeps a core for itself: on a 2-core machine a 2-thread step waits
+        whenever the server sends a frame. The caller's own thread count is left as it is."""
+        OWNER.threads = threads
 
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
         """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch."""
@@ -199,7 +206,11 @@ class Painter:
         return torch.cat([vqgan.decode(part).float() for part in codes.split(chunk)])
 
     def decode(self, codes: torch.Tensor, sampled: int | None = None) -> list[Image.Image]:
-        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey."""
+        """Codes [B, img_len] -> PIL images. With ``sampled`` < img_len, cells from ``sampled`` on are grey.
+        Runs on the owner of the cores, between token steps."""
+        return OWNER.call(self._decode, codes, sampled)
+
+    def _decode(self, codes: torch.Tensor, sampled: int | None) -> list[Image.Image]:
         images = self.decode_tensors(codes)
         if sampled is not None and sampled < self.config.img_len:
             images = grey_out(images, sampled, self.config.vqgan.grid_size)
@@ -231,7 +242,8 @@ class Painter:
     def preview_map(self) -> PreviewMap:
         """This model's fast-preview map (fitted on first use, then read from the cache directory)."""
         if self._preview_map is None:
-            self._preview_map = PreviewMap.for_vqgan(self.model.first_stage_model, hub.cache_dir() / "previews")
+            self._preview_map = OWNER.call(PreviewMap.for_vqgan, self.model.first_stage_model,
+                                           hub.cache_dir() / "previews")
         return self._preview_map
 
     def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None,
@@ -256,8 +268,8 @@ class Painter:
         total = self.config.img_len
         canvas = None
         if preview == "fast" and preview_every:
-            canvas = PreviewCanvas(self.preview_map(), self.model.first_stage_model.quantize.embedding.weight,
-                                   len(seeds))
+            canvas = OWNER.call(PreviewCanvas, self.preview_map(),
+                                self.model.first_stage_model.quantize.embedding.weight, len(seeds))
         started = time.perf_counter()
         shown = -min_interval
         for step, codes in self.engine.submit(tokens.ids, seeds, sampling, preview_every):
@@ -268,7 +280,7 @@ class Painter:
                 if final or canvas is None:
                     images = self.decode(codes, sampled=step)
                 else:
-                    images = tensor_to_pil(canvas.update(codes, step))
+                    images = OWNER.call(lambda: tensor_to_pil(canvas.update(codes, step)))
                 if final:
                     for image, s in zip(images, seeds):
                         image.info.update(self._params(prompt, tokens, s, sampling))

@@ -174,9 +174,14 @@ class Studio:
         entry = self.manager.entry(name)
         model_settings = SamplingConfig(top_k=DEFAULT_TOP_K).updated(**entry.sampling)
         if fallback and name not in style.models and entry.family != "pai-painter":
-            # a bundled (or custom) model: the domain in the words it knows, with its own settings, never the
-            # ones tuned for the missing pai-painter model (top-k 100 at temperature 1 paints them noise)
-            template, sampling, examples = fallback.template, model_settings, fallback.examples or style.examples
+            # a bundled (or custom) model, with its own settings, never the ones tuned for the missing
+            # pai-painter model (top-k 100 at temperature 1 paints them noise); the domain in the words it
+            # learnt, or the prompt as typed by a model that never saw the template's words
+            sampling = model_settings
+            if fallback.knows(entry.domain_words):
+                template, examples = fallback.template, fallback.examples or style.examples
+            else:
+                template, examples = "{prompt}", ()
         else:
             template, sampling, examples = style.template, model_settings.updated(**style.sampling), style.examples
         note = ""
@@ -425,8 +430,7 @@ class Studio:
 
     def default_pair(self) -> tuple[str, str]:
         names = self.manager.names
-        for a, b in (("pai-painter-base-zh", "pai-painter-large-zh"), ("bundled-base", "bundled-large"),
-                     ("demo-base", "demo-large")):
+        for a, b in (("pai-painter-base-zh", "pai-painter-large-zh"), ("bundled-base", "bundled-large")):
             if a in names and b in names:
                 return a, b
         return (names[0], names[-1]) if names else ("", "")

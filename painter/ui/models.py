@@ -23,9 +23,9 @@ from painter.serving.pipeline import Painter
 
 log = logging.getLogger(__name__)
 
-# Preference when a preset's model is missing: the biggest general model first. bundled-base paints the
-# presets' domains but not yet their subjects (see its model card), so it paints only when chosen.
-FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "bundled-large", "demo-large", "demo-base")
+# Preference when a preset's model is missing: the biggest general model first, then the bundled 128 px pair,
+# then the 64 px emoji model.
+FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "bundled-large", "bundled-base", "demo-large")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ModelEntry:
     licence: str
     guidance: bool  # guidance_scale > 1 helps it (its config.json says so, else: trained with caption dropout)
     sampling: dict  # the settings it paints best with (config.json "sampling"); {}: the reference's
+    domain_words: tuple[str, ...] = ()  # words it learnt for a domain (config.json "domain_words")
 
     @property
     def megabytes(self) -> float:
@@ -54,7 +55,7 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
     family = known.get("family") or "custom"
     size = known.get("size") or ("large" if config.gpt.n_layer >= 24 else "base")
     return ModelEntry(name, path, family, size, source, known.get("licence", "see the model's files"),
-                      guidance=config.guidance_helps, sampling=config.sampling)
+                      guidance=config.guidance_helps, sampling=config.sampling, domain_words=config.domain_words)
 
 
 @dataclass
@@ -75,7 +76,8 @@ class ModelManager:
     def __init__(self, extra: list[str] = (), device: str = "auto", precision: str = "auto",
                  engine_threads: int | None = None):
         self.device, self.precision = device, precision
-        self.engine_threads = engine_threads  # CPU threads each model's engine paints with (None: all)
+        if engine_threads is not None:  # the owner of the cores loads and paints every model with them
+            Painter.set_engine_threads(engine_threads)
         self._entries: dict[str, ModelEntry] = {}
         self._loaded: dict[str, Painter] = {}
         self._errors: dict[str, str] = {}
@@ -143,8 +145,6 @@ class ModelManager:
                 self._errors[name] = f"模型 {name} 加载失败 (failed to load): {exc}"
                 raise PainterError(self._errors[name]) from exc
             painter.name = name
-            if painter.device.type == "cpu":
-                painter.set_engine_threads(self.engine_threads)
             self._loaded[name] = painter
             return painter
 

@@ -8,10 +8,11 @@ A preset whose model may be missing (the pai-painter domain models, which an off
 without downloads lacks) says how to paint its domain with a bundled model instead: its ``fallback`` names
 that model, a template with the words that model knows for the domain (白底商品图, 风景, 水墨画) and example
 prompts it paints. The fallback paints with that model's own recommended sampling, not with the settings
-tuned for the missing model.
+tuned for the missing model, and its template applies only to a model whose config lists the template's word
+("domain_words"): any other model gets the prompt as typed.
 
 "model" (a preset's or a fallback's) is a name or a list of names in order of preference: the bundled 128 px
-large model where it is installed, else the 64 px demo-large.
+pair (large, then base), else the 64 px demo-large.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class Fallback:
     models: tuple[str, ...]  # in order of preference
     template: str = "{prompt}"
     examples: tuple[str, ...] = ()
+
+    def knows(self, words) -> bool:
+        """Whether a model that learnt these domain words paints this template (it holds one of them)."""
+        return any(word in self.template for word in words)
 
 
 @dataclass(frozen=True)
