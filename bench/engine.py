@@ -6,11 +6,14 @@ shapes.
     python -m bench.engine --lone assets/models/demo-large --modes fp32 int8   # the engine's own cost
     python -m bench.engine --models bundled-base demo-large --modes auto         # installed models, ours only
 
-``--lone MODEL`` times one request alone through the batching engine (``Painter.codes``) against a bare
-cached loop over the same model and sampling (prefill, then one ``forward_cached`` and one draw per token:
-the loop the engine replaced), alternating the two, and checks that both draw the same codes; then paints 8
-prompts in one batch and each alone, and counts the images whose codes differ (none in fp32; in int8 rows
-quantize alone, but attention and other kernels still round differently at other batch shapes).
+``--lone MODEL`` times one request alone: a bare cached loop over the model (prefill, then one
+``forward_cached`` and one draw per token: the loop the engine replaced) and one decode, in a fresh process
+where the model is loaded on the main thread and no other thread ever runs a torch op (one OpenMP pool, as a
+plain script has); then, in another fresh process, the same request through ``Painter.codes`` (tokens) and
+``Painter.generate`` batch 1 (prompt -> image), as a user's script calls them. It checks that the engine draws
+the bare loop's codes, then paints 8 prompts in one batch and each alone and counts the images whose codes
+differ (none in fp32; in int8 rows quantize alone, but attention and other kernels still round differently at
+other batch shapes).
 
 For each config a random-weight checkpoint is written in the EasyNLP layout, then one child process per
 method (so that peak RSS is per method) loads it and measures:
@@ -212,33 +215,69 @@ def bare_codes(gpt: torch.nn.Module, ids: torch.Tensor, seed: int, sampling, img
     return codes
 
 
-def measure_lone(model_dir: str, modes: list[str], repeats: int) -> None:
-    """One request alone: the engine against the bare loop, alternating, the median of ``repeats`` each."""
+def median_time(run, repeats: int) -> float:
+    """The median wall time of ``repeats`` calls, after one warm-up call (kernels, traces)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def measure_bare(model_dir: Path, precision: str, repeats: int) -> dict:
+    """The bare loop and one decode on the main thread, the only thread of this process that runs torch."""
     from painter import Painter
 
-    print("| model | mode | engine s | bare loop s | engine / bare | same codes | images alone ≠ in a batch of 8 |\n"
-          "|---|---|---|---|---|---|---|")
-    for mode in modes:
-        painter = Painter.from_pretrained(model_dir, device="cpu", precision=mode)
-        sampling = painter.sampling(None, None, None, None)
-        tokens = painter.tokenize(PROMPT)
-        ids = torch.tensor([tokens.ids])
-        gpt, img_len = painter.model.transformer, painter.config.img_len
-        times: dict[str, list[float]] = {"engine": [], "bare": []}
-        runs = {"engine": lambda: painter.codes([(tokens, 0)], sampling),
-                "bare": lambda: bare_codes(gpt, ids, 0, sampling, img_len)}
-        same = torch.equal(runs["engine"](), runs["bare"]())  # also the warm-up (traces, kernels)
-        for _ in range(repeats):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-        engine, bare = (sorted(times[k])[len(times[k]) // 2] for k in ("engine", "bare"))
-        rows = [(painter.tokenize(p), 0) for p in BATCH_PROMPTS]
-        together = painter.codes(rows, sampling)
-        differ = sum(not torch.equal(together[i], painter.codes([row], sampling)[0]) for i, row in enumerate(rows))
-        print(f"| {Path(model_dir).name} | {painter.precision} | {engine:.3f} | {bare:.3f} | {engine / bare:.2f} | "
-              f"{'yes' if same else 'no'} | {differ} of {len(rows)} |", flush=True)
+    painter = Painter._from_pretrained(model_dir, "cpu", precision)  # on this thread: no owner of the cores
+    sampling = painter.sampling(None, None, None, None)
+    ids = torch.tensor([painter.tokenize(PROMPT).ids])
+    gpt, img_len = painter.model.transformer, painter.config.img_len
+    codes = bare_codes(gpt, ids, 0, sampling, img_len)
+    return {"mode": painter.precision, "codes": codes[0].tolist(),
+            "bare_s": median_time(lambda: bare_codes(gpt, ids, 0, sampling, img_len), repeats),
+            "decode_s": median_time(lambda: painter._decode(codes, None), repeats)}
+
+
+def measure_engine(model_dir: Path, precision: str, repeats: int) -> dict:
+    """One request through the engine, as a script calls it: ``Painter.codes`` and ``Painter.generate``."""
+    from painter import Painter
+
+    painter = Painter.from_pretrained(model_dir, device="cpu", precision=precision)
+    sampling = painter.sampling(None, None, None, None)
+    tokens = painter.tokenize(PROMPT)
+    out = {"codes_s": median_time(lambda: painter.codes([(tokens, 0)], sampling), repeats),
+           "generate_s": median_time(lambda: painter.generate(PROMPT, seed=0), repeats),
+           "codes": painter.codes([(tokens, 0)], sampling)[0].tolist()}
+    rows = [(painter.tokenize(p), 0) for p in BATCH_PROMPTS]
+    together = painter.codes(rows, sampling)
+    out["differ"] = sum(not torch.equal(together[i], painter.codes([row], sampling)[0]) for i, row in enumerate(rows))
+    return out
+
+
+def measure_lone(model: str, modes: list[str], args: argparse.Namespace) -> None:
+    """One request alone, each side in a fresh process: the bare loop and a decode, then the engine."""
+    from painter import hub
+    from painter.precision import cpu_description
+
+    model_dir = hub.resolve(model)
+    print(f"{cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats}")
+    print("| model | mode | bare loop s | decode s | Painter.codes s | codes / bare | Painter.generate s | "
+          "generate / (bare + decode) | same codes | images alone ≠ in a batch of 8 |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for mode in modes:
+            if mode == "auto":  # the one-off quality check first, as a user's first load does
+                run_child("check", model_dir, args, mode, Path(scratch))
+            engine = run_child("engine", model_dir, args, mode, Path(scratch))
+            bare = run_child("bare", model_dir, args, mode, Path(scratch))
+            alone = bare["bare_s"] + bare["decode_s"]
+            print(f"| {model_dir.name} | {bare['mode']} | {bare['bare_s']:.3f} | {bare['decode_s']:.3f} | "
+                  f"{engine['codes_s']:.3f} | {engine['codes_s'] / bare['bare_s']:.2f} | {engine['generate_s']:.3f} | "
+                  f"{engine['generate_s'] / alone:.2f} | {'yes' if engine['codes'] == bare['codes'] else 'no'} | "
+                  f"{engine['differ']} of {len(BATCH_PROMPTS)} |", flush=True)
+
 
 
 def measure_reference_decode(model_dir: Path) -> float:
@@ -264,6 +303,10 @@ def child(args: argparse.Namespace) -> None:
     elif args.child == "reference":
         result = measure_reference(Path(args.model_dir), args.full_reference)
         result["decode_s"] = measure_reference_decode(Path(args.model_dir))
+    elif args.child == "bare":
+        result = measure_bare(Path(args.model_dir), args.precision, args.repeats)
+    elif args.child == "engine":
+        result = measure_engine(Path(args.model_dir), args.precision, args.repeats)
     else:
         result = measure_ours(Path(args.model_dir), args.precision)
     print(json.dumps(result))
@@ -272,7 +315,7 @@ def child(args: argparse.Namespace) -> None:
 def run_child(kind: str, model_dir: Path, args: argparse.Namespace, precision: str = "fp32",
               scratch: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "bench.engine", "--child", kind, "--model-dir", str(model_dir),
-           "--precision", precision] + (["--full-reference"] if args.full_reference else [])
+           "--precision", precision, "--repeats", str(args.repeats)] + (["--full-reference"] if args.full_reference else [])
     # a fresh cache per mode (in ``scratch``, else beside the model): the one-off preview fit is measured,
     # and the user's cache is left alone
     cache = (scratch or Path(model_dir).parent) / f"cache-{Path(model_dir).name}-{precision}"
@@ -313,14 +356,14 @@ def main() -> None:
     parser.add_argument("--lone", metavar="MODEL", help="time one request through the engine against a bare loop")
     parser.add_argument("--models", nargs="+", metavar="MODEL", help="time these installed models (ours only)")
     parser.add_argument("--repeats", type=int, default=5, help="--lone: runs of each, alternating")
-    parser.add_argument("--child", choices=("reference", "check", "ours"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("reference", "check", "ours", "bare", "engine"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
     if args.lone:
-        return measure_lone(args.lone, args.modes, args.repeats)
+        return measure_lone(args.lone, args.modes, args)
     if args.models:
         return measure_models(args.models, args.modes, args)
 

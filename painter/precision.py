@@ -21,6 +21,20 @@ AUTO_ORDER = {"cpu": ("int4", "int8", "bf16", "fp32"), "cuda": ("bf16", "fp16", 
 INT4_MARGIN = 1.2  # int4 must be this much faster than int8, at batch 1 and at the CPU engine's 8 rows
 
 
+def cpu_description() -> str:
+    """The CPU's model name and its widest vector extension, which speed figures depend on (benches and model
+    cards print it beside every number)."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    vector = next((f for f in ("avx512_bf16", "avx512_vnni", "avx2") if f in flags), "")
+    return f"{name}, {vector.upper()}" if vector else name
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; an explicit device must exist."""
     if str(device) == "auto":

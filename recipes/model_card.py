@@ -133,21 +133,14 @@ def gpt_params(gpt: dict) -> float:
             + 2 * gpt["n_embd"] + (gpt["vocab_size"] - 21128) * gpt["n_embd"]) / 1e6
 
 
-def cpu_name() -> str:
-    """The CPU's model name and its widest vector extension, as the numbers depend on both."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    vector = next((f for f in ("avx512_bf16", "avx512_vnni", "avx2") if f in flags), "")
-    return f"{name or 'unknown CPU'}{', ' + vector.upper() if vector else ''}"
-
-
 def settings_text(model_dir: Path) -> str:
     recommended = json.loads((model_dir / "config.json").read_text()).get("sampling", {})
     return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in recommended.items()) or "the reference's"
 
 
 def bundled_card(name: str, runs: Path, models: Path) -> str:
+    from painter.precision import cpu_description
+
     run, vq = runs / name, runs / "bundled-vqgan"
     info = json.loads((run / "run.json").read_text())
     vq_config = json.loads((models / "bundled-vqgan" / "config.json").read_text())["vqgan"]
@@ -176,7 +169,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         domain_words="、".join(config.get("domain_words", [])) or "none",
         then_two=", then two" if name.endswith("large") else "", train_pictures=train_pictures,
         passes=log[-1]["step"] * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
-        tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_name(),
+        tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_description(),
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
         vq_steps=vq_steps, vq_time=vq_time, steps=records(run)[-1]["step"], time=duration(run),
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),
