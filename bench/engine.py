@@ -133,10 +133,13 @@ def measure_reference(model_dir: Path, full: bool) -> dict:
 
 def weight_bytes_per_step(gpt: torch.nn.Module) -> int:
     """Bytes of the Linear weights one sampling step reads (every layer and the head, once per step)."""
-    from painter.models.packed import Int4Linear, Int8Linear, PackedLinear
+    from painter.models.packed import BatchAwareLinear, Int4Linear, Int8Linear, PackedLinear
 
+    batched = {id(m.many) for m in gpt.modules() if isinstance(m, BatchAwareLinear)}  # a lone step reads int4
     total = 0
     for module in gpt.modules():
+        if id(module) in batched:
+            continue
         if isinstance(module, Int8Linear):
             total += module.in_features * module.out_features
         elif isinstance(module, Int4Linear):  # half a byte a weight, and a bf16 scale and zero a group

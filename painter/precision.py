@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -16,9 +15,10 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 INFERENCE_MODES = ("auto", "fp32", "bf16", "fp16", "int8", "int4")
 # What 'auto' tries, fastest first: the first usable mode whose quality check (serving/quality.py: next-token
 # KL <= 0.02 nats and decoder PSNR >= 40 dB against fp32) passes for the model on this device.
-# int4 leads only on a CPU where its kernel beats int8's at every batch the engine runs (int4_pays).
+# int4 (int4 for steps of few rows, int8 for more) leads only on a CPU with native bf16, which its kernel
+# needs to beat int8's: decided from the hardware, not timed, so the same machine and model always get the
+# same mode (and the same pictures for a seed), however busy the machine is at the first load.
 AUTO_ORDER = {"cpu": ("int4", "int8", "bf16", "fp32"), "cuda": ("bf16", "fp16", "fp32")}
-INT4_MARGIN = 1.2  # int4 must be this much faster than int8, at batch 1 and at the CPU engine's 8 rows
 
 
 def cpu_description() -> str:
@@ -117,7 +117,10 @@ def mode_usable(mode: str, device: torch.device) -> str | None:
     if mode == "int4":
         if device.type != "cpu":
             return "int4 is a CPU mode; on a GPU use bf16 or fp16"
-        return None if int4_available() else "this PyTorch build has no int4 CPU kernels"
+        if not int4_available():
+            return "this PyTorch build has no int4 CPU kernels"
+        return None if int8_available() else ("this PyTorch build has no fbgemm int8 kernels, which int4 uses for "
+                                              "batches (x86 CPUs only)")
     raise DeviceError(f"unknown precision {mode!r}; choose one of {', '.join(INFERENCE_MODES)}")
 
 
@@ -126,46 +129,13 @@ def auto_candidates(device: torch.device) -> list[str]:
     modes = []
     for mode in AUTO_ORDER[device.type]:
         reason = mode_usable(mode, device)
-        if reason is None and mode == "int4" and not int4_pays():
-            reason = f"its kernel is not {INT4_MARGIN}x faster than int8's on this CPU at batch 1 and 8"
+        if reason is None and mode == "int4" and not native_bf16(device):
+            reason = "without native bf16 its kernel is slower than int8's on this CPU"
         if reason is None:
             modes.append(mode)
         else:
             log.info("auto precision: skipping %s (%s)", mode, reason)
     return modes
-
-
-@functools.cache
-def int4_pays() -> bool:
-    """Whether int4 beats int8 here by INT4_MARGIN at 1 and at 8 rows (a 768 -> 3072 layer, the best of 5
-    runs of 20 calls each; once per process). Its kernel reads half the bytes but unpacks in bf16, which CPUs
-    without native bf16 do slowly, and its cost grows with the rows where int8's stays flat."""
-    import time
-
-    from painter.models.packed import Int4Linear, Int8Linear, int4_available, int8_available
-
-    if not (int4_available() and int8_available()):
-        return False
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(768, 3072)
-    layers = {"int4": Int4Linear(linear), "int8": Int8Linear(linear)}
-    for rows in (1, 8):
-        x = torch.randn(rows, 768)
-        best = {}
-        with torch.inference_mode():
-            for name, layer in layers.items():
-                layer(x)
-                times = []
-                for _ in range(5):
-                    start = time.perf_counter()
-                    for _ in range(20):
-                        layer(x)
-                    times.append(time.perf_counter() - start)
-                best[name] = min(times)
-        log.info("int4 against int8 at %d rows: %.2f against %.2f ms", rows, best["int4"] * 50, best["int8"] * 50)
-        if best["int4"] * INT4_MARGIN > best["int8"]:
-            return False
-    return True
 
 
 def resolve_inference(mode: str, device: torch.device) -> InferencePrecision:

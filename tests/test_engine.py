@@ -58,11 +58,12 @@ def test_rows_at_different_positions_match_the_full_forward():
                 assert torch.allclose(logits[r], full[r, pos], atol=1e-5)
 
 
-@pytest.mark.parametrize("compile,bits", [(False, 0), (True, 0), (True, 8), (True, 4)],
-                         ids=["eager", "traced", "int8-traced", "int4-traced"])
+@pytest.mark.parametrize("compile,bits", [(False, 0), (True, 0), (True, 8)], ids=["eager", "traced", "int8-traced"])
 def test_requests_joining_a_running_batch_paint_what_they_paint_alone(compile, bits):
+    """(The int4 mode is left out by design: it takes int4 kernels for steps of few rows and int8 for more, so
+    its pictures depend on how many rows a step runs; test_fast_path checks the choice.)"""
     model = gpt()
-    if bits:  # int8 quantizes activations per row, int4 none: a request's rows compute as they would alone
+    if bits:  # int8 quantizes activations per row: a request's rows compute as they would alone
         quantize_linears(model, bits)
     engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=8, compile=compile)
     settings = [SamplingConfig(top_k=10, temperature=0.7), SamplingConfig(top_k=40, top_p=0.8),
