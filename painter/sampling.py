@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 MAX_SEED = 2**63 - 1
 DEFAULT_TOP_K = 100  # the reference's default; capped at the codebook size for small models
+# The documented ranges, shared by the studio's sliders, its API, PNG restore, the CLI and Painter: beyond them
+# a picture is noise (temperature 5) or the arithmetic overflows (temperature 1e-300 made every logit infinite).
+TOP_P_RANGE = (0.05, 1.0)
+TEMPERATURE_RANGE = (0.05, 2.0)
+GUIDANCE_RANGE = (0.0, 10.0)
 SETTING_TYPES = {"top_k": int, "top_p": float, "temperature": float, "guidance_scale": float}
 
 
@@ -44,12 +49,11 @@ class SamplingConfig:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= codebook_size:
             raise SamplingError(f"top_k must be a whole number from 1 to the codebook size {codebook_size}, "
                                 f"got {self.top_k!r}")
-        if not 0.0 < float(self.top_p) <= 1.0:
-            raise SamplingError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not float(self.temperature) > 0.0 or self.temperature == float("inf"):
-            raise SamplingError(f"temperature must be a positive number, got {self.temperature!r}")
-        if not 0.0 <= float(self.guidance_scale) <= 50.0:
-            raise SamplingError(f"guidance_scale must be between 0 and 50, got {self.guidance_scale!r}")
+        for name, (low, high) in (("top_p", TOP_P_RANGE), ("temperature", TEMPERATURE_RANGE),
+                                   ("guidance_scale", GUIDANCE_RANGE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise SamplingError(f"{name} must be a number from {low} to {high}, got {value!r}")
         return self
 
     @property
@@ -132,7 +136,10 @@ def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """One code per row [B], each row from its own generator, as the reference draws at batch size 1."""
+    """One code per row [B], each row from its own generator, as the reference draws at batch size 1. Rows
+    whose probabilities are not finite (a model with NaN weights) raise SamplingError, naming the failure."""
+    if not torch.isfinite(probs).all():
+        raise SamplingError("the model's next-token probabilities are not finite (NaN or infinite weights?)")
     return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
 
 

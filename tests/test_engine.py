@@ -123,3 +123,53 @@ def test_requests_the_engine_cannot_hold_are_refused():
         engine.submit([1, 2, 3], [1], SamplingConfig(top_k=5))
     with pytest.raises(SamplingError, match="max_batch"):
         Engine(gpt(), UNCOND, IMAGE, torch.device("cpu"), max_batch=0)
+
+
+def test_a_request_whose_probabilities_are_not_finite_fails_alone():
+    """One caller's unusable setting (here a temperature no check would let through) fails that request with
+    a clear message; the request painting beside it goes on, token for token as it paints alone."""
+    model = gpt()
+    engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=4)
+    good = SamplingConfig(top_k=10, temperature=0.5)
+    first = engine.submit(caption(0), [1], good, preview_every=4)
+    updates = iter(first)
+    next(updates)
+    bad = engine.submit(caption(1), [2, 3], SamplingConfig(top_k=10, temperature=1e-300))  # not validated
+    with pytest.raises(SamplingError, match="not finite"):
+        bad.result()
+    assert torch.equal(list(updates)[-1][1], alone(model, caption(0), [1], good))
+    assert engine.active == [] and not engine.work_pending()
+
+
+def owner_cpu_seconds() -> float:
+    import os
+
+    from painter.serving.cores import OWNER
+
+    fields = open(f"/proc/self/task/{OWNER._thread.native_id}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_failed_call_kept_alive_never_stalls_the_next_request_and_the_owner_sleeps_when_idle():
+    """A notebook keeps a failed call's exception (and so its frames and tickets) alive: its other rows must
+    still stop, the next request must finish in normal time, and the owner must not spin afterwards."""
+    import time
+
+    model = gpt()
+    engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=4)
+    bad = SamplingConfig(top_k=10, temperature=1e-300)
+    tickets = engine.submit_all([(caption(i), [i]) for i in range(3)], bad)
+    kept = []
+    try:
+        torch.cat([t.result() for t in tickets])
+    except SamplingError as exc:
+        kept.append(exc)  # the exception, its traceback and the tickets stay alive
+    start = time.perf_counter()
+    good = SamplingConfig(top_k=10)
+    assert torch.equal(engine.submit(caption(5), [5], good).result(), alone(model, caption(5), [5], good))
+    assert time.perf_counter() - start < 30 and engine.active == [] and engine.pending == []
+    time.sleep(0.2)
+    before = owner_cpu_seconds()
+    time.sleep(1.0)
+    assert owner_cpu_seconds() - before < 0.1, "the owner of the cores spins while idle"
+    assert kept

@@ -125,7 +125,7 @@ def test_sampling_settings_are_typed_and_checked():
 @pytest.mark.parametrize("data,match", [
     ({"steps": 3}, "unknown sampling setting 'steps'"), ({"top_k": 2.5}, "top_k must be a whole number"),
     ({"top_k": True}, "top_k must be a whole number"), ({"temperature": "0.3"}, "temperature must be a number"),
-    ({"temperature": 0}, "temperature must be a positive"), ({"top_p": 2}, "top_p"),
+    ({"temperature": 0}, "temperature must be a number from 0.05 to 2.0"), ({"top_p": 2}, "top_p"),
     ({"top_k": 129}, "codebook size 128"), ({"guidance_scale": 99}, "guidance_scale"), ([1, 2], "JSON object"),
 ])
 def test_bad_sampling_settings_are_refused(data, match):

@@ -289,7 +289,7 @@ def test_guidance_scale_one_is_plain_sampling_and_more_changes_it(painter):
         codes = painter.codes([(painter.tokenize("红苹果"), 4)], sampling)
         assert torch.equal(codes[0], guided_reference(painter, "红苹果", 4, scale))
     # the tiny random model barely reads its text, so it takes a strong scale to change the picture
-    assert painter.generate("红苹果", seed=4, guidance_scale=50.0)[0][0].tobytes() != plain
+    assert painter.generate("红苹果", seed=4, guidance_scale=10.0)[0][0].tobytes() != plain
 
 
 def test_emoji_data_set(tmp_path):

@@ -159,18 +159,22 @@ class Engine:
         while not self.waiting.empty():
             self.pending.extend(self.waiting.get())
         self.pending = [r for r in self.pending if not self._dropped(r)]
-        try:
-            self.pending = self._admit(self.pending)
-            if self.active:
+        self._admit()
+        if self.active:
+            try:
                 self._step()
-        except Exception as exc:  # a failed step fails the requests in it, never the engine
-            log.exception("sampling failed")
-            for request in self.active:
-                request.updates.put(exc)
-                request.updates.put(_END)
-            self.active = []
+            except Exception as exc:  # a failed forward fails the requests in it, never the engine
+                self._fail(self.active, exc)
         self._leave()
         return self.work_pending()
+
+    def _fail(self, requests: list[Request], exc: Exception) -> None:
+        """These requests end with ``exc`` and leave at this round's end; the others paint on."""
+        if not isinstance(exc, SamplingError):
+            log.error("sampling failed: %s: %s", type(exc).__name__, exc)
+        for request in requests:
+            request.updates.put(exc)
+            request.cancelled.set()  # _leave drops it and frees its rows
 
     @staticmethod
     def _dropped(request: Request) -> bool:
@@ -183,32 +187,38 @@ class Engine:
         return sum(r.rows for r in self.active)
 
     @torch.inference_mode()
-    def _admit(self, pending: list[Request]) -> list[Request]:
+    def _admit(self) -> None:
         """Prefill the captions of the waiting requests that fit (in order of arrival) and draw their first
-        codes; returns those still waiting."""
+        codes. They leave ``pending`` before anything runs, so a failure can never admit them twice."""
         free, joining, rest = self.max_batch - self._used_rows(), [], []
-        for request in pending:
+        for request in self.pending:
             if not rest and request.rows <= free:
                 joining.append(request)
                 free -= request.rows
             else:
                 rest.append(request)
+        self.pending = rest
         if not joining:
-            return rest
-        ids = torch.tensor([row for r in joining for row in self._row_ids(r)], dtype=torch.long, device=self.device)
-        scratch = KVCache.empty(self.gpt.config, len(ids), self.dtype, self.device, max_len=self.text_len)
-        logits = self.gpt.forward_cached(ids, scratch)
-        first = self._used_rows()
-        self.cache.keys[:, first:first + len(ids), :, :self.text_len] = scratch.keys
-        self.cache.values[:, first:first + len(ids), :, :self.text_len] = scratch.values
-        start = 0
+            return
         for request in joining:
             request.generators = make_generators(request.seeds, self.device)
             request.codes = torch.zeros(len(request.seeds), self.img_len, dtype=torch.long, device=self.device)
             self.active.append(request)
+        try:
+            ids = torch.tensor([row for r in joining for row in self._row_ids(r)], dtype=torch.long,
+                               device=self.device)
+            scratch = KVCache.empty(self.gpt.config, len(ids), self.dtype, self.device, max_len=self.text_len)
+            logits = self.gpt.forward_cached(ids, scratch)
+            first = self._used_rows() - len(ids)
+            self.cache.keys[:, first:first + len(ids), :, :self.text_len] = scratch.keys
+            self.cache.values[:, first:first + len(ids), :, :self.text_len] = scratch.values
+        except Exception as exc:
+            self._fail(joining, exc)
+            return
+        start = 0
+        for request in joining:
             self._draw(request, logits[start:start + request.rows])
             start += request.rows
-        return rest
 
     def _row_ids(self, request: Request) -> list[list[int]]:
         rows = [request.text_ids] * len(request.seeds)
@@ -259,10 +269,15 @@ class Engine:
         return step
 
     def _draw(self, request: Request, logits: torch.Tensor) -> None:
+        """The request's next codes from its rows' logits; a failure here fails this request alone."""
         cfg = request.sampling
-        if cfg.guided:
-            logits = guide(logits, cfg.guidance_scale)
-        request.codes[:, request.step] = draw(next_token_probs(logits, cfg), request.generators)
+        try:
+            if cfg.guided:
+                logits = guide(logits, cfg.guidance_scale)
+            request.codes[:, request.step] = draw(next_token_probs(logits, cfg), request.generators)
+        except Exception as exc:
+            self._fail([request], exc)
+            return
         request.step += 1
         if request.step == self.img_len or (request.preview_every and request.step % request.preview_every == 0):
             request.updates.put((request.step, request.codes.clone()))
@@ -276,6 +291,7 @@ class Engine:
             start += request.rows
             if request.step == self.img_len or request.cancelled.is_set():
                 request.updates.put(_END)
+                request.generators, request.codes = [], None  # nothing of a finished request stays held
             else:
                 keep.append(request)
                 old_rows.extend(span)

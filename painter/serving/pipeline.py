@@ -189,7 +189,11 @@ class Painter:
     def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
         """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch."""
         tickets = self.engine.submit_all([(tokens.ids, [seed]) for tokens, seed in rows], sampling)
-        return torch.cat([ticket.result() for ticket in tickets])
+        try:
+            return torch.cat([ticket.result() for ticket in tickets])
+        finally:  # a failed row ends the call: its other rows stop painting, even if the error is kept alive
+            for ticket in tickets:
+                ticket.cancel()
 
     def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
         """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""

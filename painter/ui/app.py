@@ -29,7 +29,8 @@ from painter import __version__
 from painter.errors import PainterError, SamplingError
 from painter.precision import INFERENCE_MODES
 from painter.serving.engine import server_engine_threads
-from painter.sampling import DEFAULT_TOP_K, MAX_SEED, SamplingConfig, resolve_seed, sampling_settings
+from painter.sampling import (DEFAULT_TOP_K, GUIDANCE_RANGE, MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE,
+                              SamplingConfig, resolve_seed, sampling_settings)
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
 from painter.ui.styles import StylePreset, apply_template, load_styles
@@ -472,11 +473,11 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     with gr.Accordion("采样 Sampling", open=True):
                         # empty until the page loads the first preset's settings (so the API's defaults are empty)
                         top_k = gr.Number(value=None, precision=0, minimum=1, label="top-k")
-                        top_p = may_be_empty(gr.Slider(0.05, 1.0, step=0.05, label="top-p"))
-                        temperature = may_be_empty(gr.Slider(0.1, 2.0, step=0.05, label="温度 Temperature",
+                        top_p = may_be_empty(gr.Slider(*TOP_P_RANGE, step=0.05, label="top-p"))
+                        temperature = may_be_empty(gr.Slider(*TEMPERATURE_RANGE, step=0.05, label="温度 Temperature",
                                                              elem_id="temperature"))
                         guidance = may_be_empty(gr.Slider(
-                            1.0, 10.0, step=0.5, label="引导 Guidance",
+                            *GUIDANCE_RANGE, step=0.5, label="引导 Guidance",
                             interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"]))
                     with gr.Row():
                         seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)", elem_id="seed")
