@@ -22,6 +22,7 @@ from torch import nn
 
 from painter.errors import SamplingError
 from painter.models import GPT, KVCache
+from painter.models.model import MAX_CODEBOOK
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ def sampling_settings(data: Any, codebook_size: int | None = None) -> dict[str, 
             raise SamplingError(f"sampling setting {key} must be {'a whole number' if kind is int else 'a number'}, "
                                 f"got {value!r}")
         settings[key] = kind(value)
-    # the ranges; top_k's upper bound only where the codebook is known (a preset may serve any model)
-    SamplingConfig(**settings).validate(codebook_size or settings.get("top_k", DEFAULT_TOP_K))
+    # the ranges; top_k's upper bound is the codebook where it is known (a preset may serve any model), else
+    # the largest codebook a model config may declare, so no number of any size passes unchecked
+    SamplingConfig(**settings).validate(codebook_size or MAX_CODEBOOK)
     return settings
 
 

@@ -194,6 +194,9 @@ def test_restore_from_png(server, tmp_path):
     ({"prompt": "猫", "seed": "x"}, "seed must be a whole number"),
     ({"prompt": "猫", "temperature": -3, "seed": 1}, "temperature"),
     ({"prompt": ["猫"], "seed": 1}, "prompt must be text"),
+    ({"prompt": "猫", "top_k": 10**30, "seed": 1}, "top_k must be a whole number from 1 to"),  # orjson's limit
+    ({"prompt": "猫", "temperature": 1e-300, "seed": 1}, "temperature must be a number from 0.05 to 2.0"),
+    ({"prompt": "猫", "seed": 2**70}, "seed must be between 0 and"),
 ])
 def test_restoring_a_png_with_bad_parameters_restores_nothing_and_says_why(server, tmp_path, params, message):
     from painter.ui.metadata import save_png

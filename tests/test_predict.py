@@ -281,3 +281,37 @@ def test_shard_blocks_cover_every_row_once_in_whole_batches(rows, unit, world):
     assert all(b.start % unit == 0 for b in blocks if len(b))
     sizes = [len(b) for b in blocks]
     assert max(sizes) - min(sizes) <= unit
+
+
+ODD_BREAKS = ("\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")  # line breaks to str.splitlines only
+
+
+def test_prompts_holding_odd_line_breaks_resume_and_merge_to_the_same_bytes(easynlp_dir, tmp_path):
+    """One line-counting rule (bytes and \\n) in predict, resume, parts and merge: a prompt may hold a form
+    feed or U+2028, which are text inside a field, not the end of a row."""
+    from painter.data.tsv import PromptRow
+    from painter.serving.predict import _merge
+    from painter.serving.shards import Shard
+
+    inp, full = tmp_path / "in.tsv", tmp_path / "full.tsv"
+    texts = [f"红苹果{c}和{c}狐狸" for c in ODD_BREAKS] + ["雪山"]
+    inp.write_text("".join(f"{i}\t{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    assert predict(easynlp_dir, inp, full, "--batch-size", "3") == 0
+    data = full.read_bytes()
+    lines = data.split(b"\n")[:-1]
+    assert len(lines) == len(texts) and [line.split(b"\t")[1].decode() for line in lines] == texts
+
+    resumed = tmp_path / "resumed.tsv"  # 3 rows done, the 4th torn inside its prompt's odd break
+    resumed.write_bytes(b"\n".join(lines[:3]) + b"\n" + lines[3][:len(b"3\t") + 10])
+    assert predict(easynlp_dir, inp, resumed, "--batch-size", "3") == 0
+    assert resumed.read_bytes() == data
+
+    todo = [(PromptRow(n + 1, str(n), t), None, 0) for n, t in enumerate(texts)]
+    out = tmp_path / "out.tsv"
+    for rank in range(2):  # the parts two ranks wrote, and a merge cut short after 2 of rank 1's rows
+        block = Shard(rank, 2).block(len(todo), 1)
+        Shard(rank, 2).part(out, 1, rank).write_bytes(b"".join(lines[i] + b"\n" for i in block))
+    cut = Shard(1, 2).block(len(todo), 1).start + 2
+    out.write_bytes(b"".join(line + b"\n" for line in lines[:cut]))
+    _merge(Shard(0, 2), out, todo, 1)
+    assert out.read_bytes() == data and not list(tmp_path.glob("out.tsv.part*"))

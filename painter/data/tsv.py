@@ -63,6 +63,16 @@ def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
             yield PromptRow(number, cols[0], cols[1])
 
 
+def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of TSV bytes (each with its ``\n``) and the unterminated tail after the last one.
+
+    The one line-counting rule for every TSV we read, resume, shard or merge: bytes, and ``\n`` only. Python's
+    ``str.splitlines`` also breaks at ``\x0c``, ``\x1c``-``\x1e``, ``\x85``, U+2028 and U+2029, which are text
+    inside a prompt; counting with it while resuming by ``\n`` once duplicated a row in a merge."""
+    end = data.rfind(b"\n") + 1
+    return [line + b"\n" for line in data[:end].split(b"\n")[:-1]], data[end:]
+
+
 def tsv_line(*fields: str) -> str:
     for f in fields:
         if "\t" in f or "\n" in f or "\r" in f:

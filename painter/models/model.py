@@ -14,6 +14,8 @@ from painter.errors import ConfigError
 from painter.models.gpt import GPT, GPTConfig
 from painter.models.vqgan import VQGAN, VQGANConfig
 
+MAX_CODEBOOK = 1 << 20  # the largest codebook a config may declare; top-k's bound where no model is known
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -58,7 +60,7 @@ class ModelConfig:
             ("n_unmasked", g.n_unmasked, 0, 1 << 16), ("text_len", self.text_len, 1, 1024),
             ("vqgan.ch", v.ch, 1, 4096), ("vqgan.num_res_blocks", v.num_res_blocks, 0, 64),
             ("vqgan.z_channels", v.z_channels, 1, 4096), ("vqgan.embed_dim", v.embed_dim, 1, 4096),
-            ("vqgan.n_embed", v.n_embed, 1, 1 << 20), ("vqgan.resolution", v.resolution, 8, 4096),
+            ("vqgan.n_embed", v.n_embed, 1, MAX_CODEBOOK), ("vqgan.resolution", v.resolution, 8, 4096),
             ("vqgan.in_channels", v.in_channels, 1, 4), ("vqgan.out_ch", v.out_ch, 1, 4),
             ("vqgan.norm_groups", v.norm_groups, 1, 4096))
             if (p := _whole_number(name, value, low, high))]

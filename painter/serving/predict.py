@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from painter.data.files import atomic_output
 from painter.data.images import png_base64
-from painter.data.tsv import PromptRow, RejectedRow, read_prompt_rows, tsv_line
+from painter.data.tsv import PromptRow, RejectedRow, read_prompt_rows, split_lines, tsv_line
 from painter.errors import DataError, PainterError, SamplingError
 from painter.sampling import image_seeds, resolve_seed
 from painter.serving.pipeline import Painter
@@ -76,8 +76,9 @@ def resume_point(output: Path, todo: Todo) -> int:
     """How many rows of ``todo`` ``output`` already holds. Nothing is changed unless every line is proven to be
     this job's (idx and text in input order, then a PNG); only then is a torn last line cut off."""
     data = output.read_bytes() if output.exists() else b""
-    end = data.rfind(b"\n") + 1
-    lines, tail = data[:end].splitlines(), data[end:]
+    lines, tail = split_lines(data)
+    end = len(data) - len(tail)
+    lines = [line[:-1] for line in lines]
     if len(lines) + bool(tail) > len(todo):
         raise DataError(f"{output} already holds {len(lines) + bool(tail)} lines, more than this input gives "
                         f"({len(todo)}); it is not this job's output: choose another output file")
@@ -255,8 +256,8 @@ def _merge(shard: Shard, output: Path, todo: Todo, batch_size: int) -> None:
             rows = todo[block.start:block.stop]
             if resume_point(part, rows) != len(rows):
                 raise DataError(f"{part} is not complete; run the same command again to finish it")
-            lines = part.read_text(encoding="utf-8").splitlines(keepends=True)[max(count - block.start, 0):]
-            fh.write("".join(lines))
+            lines, _ = split_lines(part.read_bytes())
+            fh.write(b"".join(lines[max(count - block.start, 0):]).decode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
             count = block.stop
