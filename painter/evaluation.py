@@ -42,7 +42,7 @@ def validation_metrics(model_dir: Path, valid: Path) -> dict[str, float]:
     cfg = model.config
     tokenizer = TextTokenizer(checkpoint.vocab_file, cfg.text_len, cfg.img_vocab_size)
     examples = read_examples(valid, cfg.vqgan.resolution)
-    codes = encode_images(model, examples.images, torch.device("cpu"))
+    codes = encode_images(model.first_stage_model, examples.images, torch.device("cpu"))
     recon = torch.cat([model.first_stage_model.decode(c) for c in codes.split(32)])
     ids = torch.tensor([tokenizer(t).ids for t in examples.texts])
     loss = mean_loss(model.transformer, ids, codes[examples.image_of_row])

@@ -71,7 +71,7 @@ ship() {
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \
     > "$RUNS/$size-eval.json"
-  PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
+  MANIFEST=$MANIFEST PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
   stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE)"
 }
 if [[ ${1:-} == ship ]]; then

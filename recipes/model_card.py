@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ prompts in them for this model only. It keeps the pai-painter token layout (32 C
 Trained with caption dropout {caption_dropout}.
 
 ## Data and licences
-`painter data bundled` (pinned packages; manifest `recipes/bundled/manifest.tsv`). Every source allows
+`painter data bundled` (pinned packages; manifest `{manifest}`). Every source allows
 training and shipping the weights; nothing share-alike or non-commercial:
 
 {sources}
@@ -160,7 +161,8 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
                         f"{'' if variety is None else f'{variety:.2f}'} |")
     gpt = info["gpt"]
     log = records(run)
-    manifest = (ROOT / "recipes" / "bundled" / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    manifest_file = Path(os.environ.get("MANIFEST") or ROOT / "recipes" / "bundled" / "manifest.tsv")
+    manifest = manifest_file.read_text(encoding="utf-8").splitlines()[1:]
     train_pictures = sum(line.split("\t")[3] == "train" for line in manifest)
     speeds = sorted(r["tokens_per_s"] for r in log if "tokens_per_s" in r)
     config = json.loads((models / name / "config.json").read_text())
@@ -169,7 +171,8 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         domain_words="、".join(config.get("domain_words", [])) or "none",
         then_two=", then two" if name.endswith("large") else "", train_pictures=train_pictures,
         passes=log[-1]["step"] * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
-        tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_description(),
+        tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_description(), manifest=manifest_file.relative_to(ROOT)
+        if manifest_file.is_relative_to(ROOT) else manifest_file,
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
         vq_steps=vq_steps, vq_time=vq_time, steps=records(run)[-1]["step"], time=duration(run),
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),

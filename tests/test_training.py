@@ -403,3 +403,23 @@ def test_training_time_adds_up_the_runs_of_a_resumed_log():
     assert training_seconds(records) == 20.5 + 9.0 + 1.0
     assert training_seconds([]) == 0.0 and training_seconds([{"step": 1}]) == 0.0
 
+
+
+def test_training_from_encoded_data_matches_training_from_the_tsv(easynlp_dir, tmp_path):
+    """`painter encode` turns a TSV into its codes (what a lent GPU needs of a data set, a few MB instead of the
+    pictures); training from them gives the same model as training from the TSV, and a file made for another
+    VQGAN is refused."""
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    codes = tmp_path / "train.codes.pt"
+    assert main(["-q", "encode", str(data), "--vqgan", str(easynlp_dir), "--output", str(codes)]) == 0
+    runs = {}
+    for name, source in (("tsv", data), ("codes", codes)):
+        runs[name] = tmp_path / name
+        assert train(easynlp_dir, source, runs[name], "--epochs", "1", "--precision", "fp32") == 0
+    weights = [load_file(next((runs[n] / "model").glob("*.safetensors"))) for n in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+    stale = torch.load(codes, weights_only=True)
+    torch.save({**stale, "vqgan": "0" * 64}, tmp_path / "stale.codes.pt")  # as if another VQGAN encoded it
+    assert train(easynlp_dir, tmp_path / "stale.codes.pt", tmp_path / "refused", "--epochs", "1") == EXIT_ERROR
+    assert main(["-q", "encode", str(data), "--vqgan", str(easynlp_dir), "--output", str(tmp_path / "x.pt")]) == EXIT_ERROR

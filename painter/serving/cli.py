@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory or name to fine-tune (EasyNLP or Painter layout)")
     p.add_argument("--vqgan", help="instead of --model: train a new GPT on this VQGAN directory...")
     p.add_argument("--size", help="...of this size (demo-base, demo-large, bundled-base, bundled-large)")
-    p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64")
-    p.add_argument("--valid", help="held-out TSV for the evaluation loss")
+    p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64, or a FILE.codes.pt made "
+                                                  "by `painter encode` (a machine without the pictures)")
+    p.add_argument("--valid", help="held-out TSV (or .codes.pt) for the evaluation loss")
     p.add_argument("--output", required=True, help="run directory; the model is written to OUTPUT/model")
     _add_loop_args(p, lr=4e-5, batch_size=16)
     p.add_argument("--caption-dropout", type=float, default=0.0,
@@ -129,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundled: the 11k-picture plan (six emoji styles, calligraphy) for a GPU, instead of the "
                         "compact set a 2-core CPU can teach")
     p.set_defaults(func=_data)
+
+    p = sub.add_parser("encode", help="a TSV's text ids and image codes under a VQGAN, for training elsewhere")
+    p.add_argument("data", help="TSV rows idx<TAB>text<TAB>imgbase64")
+    p.add_argument("--vqgan", required=True, help="the VQGAN directory the GPT will train on")
+    p.add_argument("--output", required=True, help="FILE.codes.pt, which `painter train --train` reads as it is")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_encode)
 
     p = sub.add_parser("train-vqgan", help="train a VQGAN on the images of a TSV file (resumable)")
     p.add_argument("--train", required=True, help="TSV rows idx<TAB>text<TAB>imgbase64")
@@ -256,6 +264,16 @@ def _train(args: argparse.Namespace) -> int:
                        caption_dropout=args.caption_dropout, gradient_checkpointing=args.grad_checkpointing,
                        resume=args.resume, overwrite=args.overwrite)
     log.info("finished: %s", record)
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from painter.precision import resolve_device
+    from painter.training.gpt_trainer import write_encoded
+
+    counts = write_encoded(Path(args.data), args.vqgan, Path(args.output), device=resolve_device(args.device))
+    log.info("wrote %s: %d rows of %d images (%d rejected)", args.output, counts["rows"], counts["images"],
+             counts["rejected"])
     return 0
 
 

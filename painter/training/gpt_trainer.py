@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import pickle
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from painter.training.data import read_examples, write_rejects
 from painter.training.loop import Distributed, LoopConfig, RunError, claim_output, run
 
 log = logging.getLogger(__name__)
+
+DEFAULT_VOCAB = Path(__file__).resolve().parents[2] / "assets" / "vocab.txt"
 
 # GPT sizes for models trained from scratch on a VQGAN: the 64x64 demo pair (recipes/demo-models.sh) and the
 # 128x128 bundled pair (recipes/bundled-models.sh). The bundled pair is sized from measured tokens/s on one core
@@ -53,41 +56,27 @@ class CodeData:
     image_of_row: torch.Tensor  # [N]
 
 
-def vqgan_digest(model: PainterModel) -> str:
+def vqgan_digest(vqgan: nn.Module) -> str:
     h = hashlib.sha256()
-    for k, v in sorted(model.first_stage_model.state_dict().items()):
+    for k, v in sorted(vqgan.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
 
 
 @torch.no_grad()
-def encode_images(model: PainterModel, images: torch.Tensor, device: torch.device, batch: int = 32) -> torch.Tensor:
-    vqgan = model.first_stage_model.eval()
+def encode_images(vqgan: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 32) -> torch.Tensor:
+    vqgan.eval()
     return torch.cat([vqgan.encode(chunk.to(device)).cpu() for chunk in images.split(batch)])
 
 
-def load_code_data(path: Path, model: PainterModel, tokenizer: TextTokenizer, cache_dir: Path,
-                   device: torch.device, write: bool) -> tuple[CodeData, list]:
-    """Codes for the data file, from the cache when the data and VQGAN are unchanged."""
-    key = hashlib.sha256((file_sha256(path) + vqgan_digest(model)).encode()).hexdigest()[:16]
-    cache = cache_dir / f"codes-{path.stem}-{key}.pt"
-    cfg = model.config
-    if cache.is_file():
-        try:
-            data = torch.load(cache, map_location="cpu", weights_only=True)
-            cached = CodeData(data["text_ids"], data["codes"], data["image_of_row"]), [tuple(r) for r in data["rejects"]]
-        except Exception as exc:  # truncated or damaged: torch raises many types
-            log.warning("cached image codes %s are unreadable (%s: %s); encoding the images again", cache,
-                        type(exc).__name__, exc)
-        else:
-            if data["n_embed"] != cfg.img_vocab_size or data["text_vocab_size"] != cfg.text_vocab_size:
-                raise RunError(f"{cache} was made for codebook {data['n_embed']} / text vocabulary "
-                               f"{data['text_vocab_size']}, not this model's {cfg.img_vocab_size} / "
-                               f"{cfg.text_vocab_size}")
-            log.info("using cached image codes %s", cache)
-            return cached
-    examples = read_examples(path, cfg.vqgan.resolution)
+CODES_SUFFIX = ".codes.pt"  # pre-encoded data (`painter encode`): what a GPU needs of a data set, not its pictures
+
+
+def encode_data(path: Path, vqgan: nn.Module, tokenizer: TextTokenizer, device: torch.device) -> dict:
+    """Text ids and image codes of every usable row of a TSV, with what they were made for (the codebook,
+    the text vocabulary and the VQGAN's digest) and the rows that were rejected."""
+    examples = read_examples(path, vqgan.config.resolution)
     rejects = list(examples.rejects)
     text_ids, rows = [], []
     for i, text in enumerate(examples.texts):
@@ -98,14 +87,73 @@ def load_code_data(path: Path, model: PainterModel, tokenizer: TextTokenizer, ca
             rejects.append((str(path), examples.lines[i], str(exc)))
     if not text_ids:
         raise DataError(f"{path} has no usable rows")
-    log.info("encoding %d images of %s with the VQGAN (once; cached in %s)", len(examples.images), path, cache)
-    data = {"text_ids": torch.tensor(text_ids), "codes": encode_images(model, examples.images, device),
-            "image_of_row": torch.tensor(rows), "n_embed": cfg.img_vocab_size,
-            "text_vocab_size": cfg.text_vocab_size, "rejects": [list(r) for r in rejects]}
+    log.info("encoding %d images of %s with the VQGAN", len(examples.images), path)
+    return {"text_ids": torch.tensor(text_ids), "codes": encode_images(vqgan, examples.images, device),
+            "image_of_row": torch.tensor(rows), "n_embed": vqgan.config.n_embed,
+            "text_vocab_size": tokenizer.vocab_size, "vqgan": vqgan_digest(vqgan),
+            "rejects": [list(r) for r in rejects]}
+
+
+def read_codes(path: Path, config: ModelConfig, digest: str) -> tuple[CodeData, list]:
+    """Encoded data from ``path``, checked against the model it is to train (codebook, text vocabulary and,
+    where recorded, the VQGAN's weights); torch's own errors for a damaged file pass through."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if data["n_embed"] != config.img_vocab_size or data["text_vocab_size"] != config.text_vocab_size:
+        raise RunError(f"{path} was made for codebook {data['n_embed']} / text vocabulary "
+                       f"{data['text_vocab_size']}, not this model's {config.img_vocab_size} / "
+                       f"{config.text_vocab_size}")
+    if data.get("vqgan", digest) != digest:
+        raise RunError(f"{path} was encoded by another VQGAN than this model's; encode the data again with it")
+    codes = CodeData(data["text_ids"].long(), data["codes"].long(), data["image_of_row"].long())
+    return codes, [tuple(r) for r in data["rejects"]]
+
+
+def load_code_data(path: Path, model: PainterModel, tokenizer: TextTokenizer, cache_dir: Path,
+                   device: torch.device, write: bool) -> tuple[CodeData, list]:
+    """Codes for the data file: a ``.codes.pt`` file as it is, else from the cache in the run directory when
+    the data and VQGAN are unchanged, else encoded (and cached)."""
+    vqgan, cfg = model.first_stage_model, model.config
+    digest = vqgan_digest(vqgan)
+    if path.name.endswith(CODES_SUFFIX):
+        try:
+            return read_codes(path, cfg, digest)
+        except (OSError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+            raise DataError(f"{path} is not readable encoded data ({type(exc).__name__}: {exc})") from exc
+    key = hashlib.sha256((file_sha256(path) + digest).encode()).hexdigest()[:16]
+    cache = cache_dir / f"codes-{path.stem}-{key}.pt"
+    if cache.is_file():
+        try:
+            cached = read_codes(cache, cfg, digest)
+        except RunError:
+            raise
+        except Exception as exc:  # truncated or damaged: torch raises many types
+            log.warning("cached image codes %s are unreadable (%s: %s); encoding the images again", cache,
+                        type(exc).__name__, exc)
+        else:
+            log.info("using cached image codes %s", cache)
+            return cached
+    data = encode_data(path, vqgan, tokenizer, device)
     if write:
         with atomic_output(cache) as tmp:
             torch.save(data, tmp)
-    return CodeData(data["text_ids"], data["codes"], data["image_of_row"]), rejects
+    return CodeData(data["text_ids"], data["codes"], data["image_of_row"]), [tuple(r) for r in data["rejects"]]
+
+
+def write_encoded(path: Path, vqgan_dir: str, output: Path, vocab_file: Path | None = None,
+                  text_len: int = 32, device: torch.device = torch.device("cpu")) -> dict:
+    """``painter encode``: a TSV's text ids and image codes under a VQGAN, in the compact file ``painter train
+    --train FILE.codes.pt`` reads (a data set's pictures are hundreds of MB; their codes a few)."""
+    if not output.name.endswith(CODES_SUFFIX):
+        raise PainterError(f"the output's name must end in {CODES_SUFFIX}, got {output.name}")
+    vq = load_vqgan(vqgan_dir).to(device)
+    vocab = Path(vocab_file or DEFAULT_VOCAB)
+    tokenizer = TextTokenizer(vocab, text_len, vq.config.n_embed)
+    data = encode_data(Path(path), vq, tokenizer, device)
+    small = {**data, "text_ids": data["text_ids"].int(), "codes": data["codes"].short() if vq.config.n_embed <= 32768
+             else data["codes"].int(), "image_of_row": data["image_of_row"].int()}
+    with atomic_output(output) as tmp:
+        torch.save(small, tmp)
+    return {"rows": len(data["text_ids"]), "images": len(data["codes"]), "rejected": len(data["rejects"])}
 
 
 def sequence_loss(gpt: nn.Module, text_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -208,8 +256,7 @@ def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = N
     if not 0.0 <= caption_dropout < 1.0:
         raise PainterError(f"--caption-dropout must be in [0, 1), got {caption_dropout}")
     dist_info = Distributed.from_env(device)
-    default_vocab = Path(__file__).resolve().parents[2] / "assets" / "vocab.txt"
-    painter_model, vocab = base_model(model, vqgan, size, Path(vocab_file or default_vocab))
+    painter_model, vocab = base_model(model, vqgan, size, Path(vocab_file or DEFAULT_VOCAB))
     if caption_dropout > 0:  # the exported model says it was trained for guidance
         painter_model.config = replace(painter_model.config, caption_dropout=caption_dropout)
     painter_model.to(device)
