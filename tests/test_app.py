@@ -109,6 +109,15 @@ def test_preview_frames_rebuild_no_component(server, monkeypatch):
     assert final_png(updates).is_file()
 
 
+def test_every_picture_says_its_own_seed(server):
+    """Several pictures: the seed box lists each one's seed, and each result's caption names its own."""
+    _, updates = run_job(server, *paint_args(seed=7, n=3, preview=0))
+    assert updates[-1][2] == "7, 8, 9"
+    assert [item["caption"] for item in updates[-1][0]] == ["seed 7", "seed 8", "seed 9"]
+    assert [read_params(Path(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]))["seed"]
+            for item in updates[-1][0]] == [7, 8, 9]
+
+
 def test_same_seed_same_pixels_and_random_seed_reported(server):
     a = np.asarray(Image.open(final_png(run_job(server, *paint_args(seed=11))[1])))
     b = np.asarray(Image.open(final_png(run_job(server, *paint_args(seed=11))[1])))
@@ -231,8 +240,9 @@ def test_api_outputs_have_names():
     from painter.ui.app import build
 
     api = build(studio_for_api()).get_api_info()
-    names = [r["label"] for r in api["named_endpoints"]["/generate"]["returns"]]
-    assert not [n for n in names if n.startswith("value_")], names
+    for endpoint in ("/generate", "/restore"):
+        names = [r["label"] for r in api["named_endpoints"][endpoint]["returns"]]
+        assert not [n for n in names if n.startswith("value_")], (endpoint, names)
 
 
 def studio_for_api():

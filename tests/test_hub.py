@@ -269,3 +269,17 @@ def test_broken_chunked_encoding_is_retried_and_a_redirect_to_another_host_is_lo
     server.mode = "redirect"
     assert hub.download(NAME, mirror=server.url, progress=False) == online / NAME
     assert "redirected the download to localhost" in caplog.text and "sha256 is checked" in caplog.text
+
+
+def test_an_unreachable_host_fails_at_once_and_promises_no_resume(tmp_path):
+    """Offline, a download does not retry for seconds behind a 0.0 MB bar, and does not offer to resume what
+    was never fetched: it names the host and says to check the connection or set a mirror."""
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(dl.DownloadError) as error:
+        dl.fetch("http://painter-test.invalid/model.tgz", tmp_path / "m.tgz", progress=False)
+    message = str(error.value)
+    assert time.monotonic() - start < 5
+    assert "painter-test.invalid" in message and "nothing was fetched" in message and "resume" not in message
+    assert not (tmp_path / "m.tgz").exists()

@@ -35,7 +35,9 @@ def choices(update) -> list[str]:
 def test_the_models_tab_downloads_with_progress_and_the_model_joins_every_list(mirrored, online):
     mirrored.mode = "slow"  # four pieces 0.3 s apart, so the progress is seen part way
     s = studio()
-    assert NAME not in s.manager.names and NAME in s.models_view()[2]["choices"]
+    assert NAME not in s.manager.names and NAME in choices(s.models_view()[2])
+    label = dict((n, l) for l, n in s.models_view()[2]["choices"])[NAME]
+    assert label == f"{NAME} · about 0.8 GB" and "about 0.8 GB" in s.download_commands(), "each shows its size"
     assert s.models_view()[-1]["visible"] is False, "the article's prompts are hidden without a pai-painter model"
     views = list(s.download(NAME))
     partial = [v[1] for v in views if "<progress" in v[1]]
@@ -46,7 +48,7 @@ def test_the_models_tab_downloads_with_progress_and_the_model_joins_every_list(m
     assert "已安装" in status and "installed" in status and "<progress" not in status
     assert NAME in [row[0] for row in table]
     assert NAME in choices(create_list) and NAME in choices(compare_a) and NAME in choices(compare_b)
-    assert NAME not in downloadable["choices"] and f"painter download {NAME}" not in commands
+    assert NAME not in choices(downloadable) and f"painter download {NAME}" not in commands
     assert sorted(p.name for p in (online / NAME).iterdir()) == ["config.json", "pytorch_model.bin", "vocab.txt"]
     assert len(mirrored.requests) == 1
     *_, (paths, _, _, _) = s.paint("红苹果", "plain", NAME, None, None, None, None, 0, 1, 0)
@@ -86,7 +88,7 @@ def test_a_failed_download_says_why_and_installs_nothing(mirrored, online, monke
     *_, last = s.download(NAME)
     assert "下载失败" in last[1] and "checksum mismatch" in last[1]
     assert not (online / NAME).exists() and NAME not in s.manager.names
-    assert NAME in last[2]["choices"]  # still offered, to try again
+    assert NAME in choices(last[2])  # still offered, to try again
     monkeypatch.setitem(hub.registry()[NAME], "sha256", hashlib.sha256(mirrored.files[ARCHIVE_PATH]).hexdigest())
     *_, last = s.download(NAME)
     assert "installed" in last[1] and NAME in s.manager.names

@@ -287,3 +287,22 @@ def test_the_studios_engines_leave_a_core_to_the_server(painter_dir, monkeypatch
     painter.set_engine_threads(2)  # the owner takes a new count when it next wakes
     painter.generate("红苹果", seed=0)
     assert set(seen) == {2}
+
+
+def test_the_readmes_preset_table_matches_the_presets():
+    """The README's claims about the presets' models and fallbacks are the files' own (styles/*.json)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^\| (\S+) [^|]*\| ([^|]*) \| ([^|]*) \|$",
+                                                                     readme, flags=re.M)}
+    styles = load_styles(ROOT / "styles")
+    for style in styles:
+        assert style.name_zh in rows, f"the README's preset table lacks {style.name_zh}"
+        models, fallback = rows[style.name_zh]
+        assert re.findall(r"`([^`]+)`", models) == list(style.models)
+        if style.fallback is None:
+            assert fallback.strip() == "—"
+        else:
+            named = re.findall(r"`([^`]+)`", fallback)
+            assert named == [*style.fallback.models, style.fallback.template], (style.id, named)

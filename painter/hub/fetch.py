@@ -138,12 +138,16 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                 part.unlink(missing_ok=True)
             elif exc.code < 500:
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-            attempt = _retry(url, attempt, retries, f"HTTP {exc.code}")
+            attempt = _retry(url, attempt, retries, f"HTTP {exc.code}", part)
         except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError,
                 http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead from broken chunking
             if isinstance(exc, OSError) and exc.errno == 28:
                 raise DownloadError(f"the disk is full while downloading {url}; {part} is kept for resuming") from exc
-            attempt = _retry(url, attempt, retries, str(exc))
+            if isinstance(getattr(exc, "reason", None), socket.gaierror):  # no network (or no DNS): retrying won't help
+                host = urllib.parse.urlsplit(url).netloc
+                raise DownloadError(f"cannot reach {host} (offline, or its name does not resolve): "
+                                    f"{_kept(part)}") from exc
+            attempt = _retry(url, attempt, retries, str(exc), part)
     got = part.stat().st_size
     if size is not None and got != size:
         part.unlink()
@@ -158,10 +162,19 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
     return dest
 
 
-def _retry(url: str, attempt: int, retries: int, why: str) -> int:
+def _kept(part: Path) -> str:
+    """What a failed download leaves, and what to do: resume what was fetched, or check the connection."""
+    have = part.stat().st_size if part.exists() else 0
+    if have:
+        return (f"{have / 1e6:.1f} MB are kept; try again (the same command, or Download in the studio) to resume "
+                "from where it stopped")
+    return ("nothing was fetched; check the network connection (or set a mirror: --mirror / PAINTER_MIRROR), "
+            "then try again")
+
+
+def _retry(url: str, attempt: int, retries: int, why: str, part: Path) -> int:
     if attempt >= retries:
-        raise DownloadError(f"{url}: gave up after {retries + 1} attempts ({why}); try again (the same command, "
-                            "or Download in the studio) to resume from where it stopped")
+        raise DownloadError(f"{url}: gave up after {retries + 1} attempts ({why}); {_kept(part)}")
     wait = min(30.0, 0.5 * 2**attempt)
     log.warning("download interrupted (%s); retrying in %.1f s", why, wait)
     time.sleep(wait)

@@ -107,6 +107,30 @@ def preview_html(images: list[Image.Image]) -> str:
     return f'<div class="painter-previews">{"".join(tags)}</div>'
 
 
+def download_size(meta: dict) -> str:
+    """A downloadable model's size: the registry's exact bytes, else its estimate from the model's shape."""
+    if meta.get("bytes"):
+        return f"{meta['bytes'] / 1e6:.0f} MB"
+    return f"about {meta['approx_mb'] / 1000:.1f} GB" if meta.get("approx_mb") else "size unknown"
+
+
+def seeds_text(first: int, count: int) -> str:
+    """The seeds of a job's pictures, in order (image j uses seed + j), for the "seed used" box."""
+    return ", ".join(str(first + j) for j in range(count))
+
+
+def chosen_seed(evt: gr.SelectData) -> str:
+    """A result picked in the gallery: its own seed (from its caption), for ♻️ to reuse."""
+    caption = (evt.value or {}).get("caption") or "" if isinstance(evt.value, dict) else ""
+    return caption.removeprefix("seed ").strip() if caption.startswith("seed ") else gr.skip()
+
+
+def first_seed(text) -> int:
+    """The first seed in the "seed used" box (one picture's, or a job's first), else -1 (random)."""
+    first = str(text or "").split(",")[0].strip()
+    return int(first) if first.isdigit() else -1
+
+
 def user_error(message: str) -> gr.Error:
     """An error the user can fix: shown to them, logged in one line (Gradio would print a traceback)."""
     log.info("refused: %s", message)
@@ -296,12 +320,13 @@ class Studio:
                                                               temperature, guidance, seed, num_images, preview_every):
             if session in self._stops:
                 return
+            seeds = seeds_text(used_seed, len(images))
             if images and isinstance(images[0], Path):
                 history = [{**params, "seed": params["seed"] + i, "path": str(p)}
                            for i, p in enumerate(images)] + history
-                yield [str(p) for p in images], status, used_seed, history, ""
+                yield [(str(p), f"seed {used_seed + i}") for i, p in enumerate(images)], status, seeds, history, ""
             else:  # the previous results make way for the new picture
-                yield [], status, used_seed, gr.skip(), preview_html(images)  # (history is a State)
+                yield [], status, seeds, gr.skip(), preview_html(images)  # (history is a State)
 
     def compare(self, prompt, seed, model_a, model_b, preview_every):
         """Both models stream, frame by frame in turn (one worker, no fight over cores), each with the
@@ -375,7 +400,7 @@ class Studio:
                 for e in (self.manager.entry(n) for n in self.manager.names)]
 
     def download_commands(self) -> str:
-        lines = [f"- `{n}` ({m.get('domain', '')}, {m.get('licence', '')}): `painter download {n}`"
+        lines = [f"- `{n}` ({m.get('domain', '')}, {m.get('licence', '')}, {download_size(m)}): `painter download {n}`"
                  for n, m in self.manager.downloadable()]
         return "命令行下载 From the command line:\n\n" + "\n".join(lines) if lines else "（全部已安装 all installed）"
 
@@ -398,13 +423,17 @@ class Studio:
     def models_view(self):
         """Every list of models as it is now: the table, the downloads, the downloadable choice, and the
         Create and Compare model lists (a model installed while the studio runs appears without a restart)."""
-        names, downloadable = self.manager.names, [n for n, _ in self.manager.downloadable()]
+        names, downloadable = self.manager.names, self.download_choices()
         return (self.models_table(), self.downloads_html(),
-                gr.update(choices=downloadable, value=downloadable[0] if downloadable else None),
+                gr.update(choices=downloadable, value=downloadable[0][1] if downloadable else None),
                 gr.update(interactive=self.allow_downloads and bool(downloadable)),
                 gr.update(choices=[("自动 Auto", AUTO)] + [(n, n) for n in names]),
                 gr.update(choices=names), gr.update(choices=names), self.download_commands(),
                 gr.update(visible=self.pai_painter_installed()))
+
+    def download_choices(self) -> list[tuple[str, str]]:
+        """(label with its size, name) of each model that can be downloaded."""
+        return [(f"{n} · {download_size(m)}", n) for n, m in self.manager.downloadable()]
 
     def pai_painter_installed(self) -> bool:
         """Whether the article's prompts have a model that paints them (the bundled ones paint noise there)."""
@@ -455,7 +484,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     with gr.Row():
                         style = gr.Dropdown(style_choices, value=first_style.id, label="风格 Style", elem_id="style")
                         model = gr.Dropdown(model_choices, value=AUTO, label="模型 Model", elem_id="model")
-                    note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1], elem_id="note")
+                    note = gr.Markdown(studio.model_for(first_style.id, AUTO)[1], label="模型说明 Model note",
+                                       elem_id="note")
                     preparing = gr.Markdown(studio.manager.preparation_note(), elem_id="preparing")
                     timer = gr.Timer(1.0, active=bool(studio.manager.preparation_note()))
                     timer.tick(lambda: (studio.manager.preparation_note(),
@@ -466,8 +496,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                         stop = gr.Button("停止 Stop", variant="stop", elem_id="stop")
                     status = gr.Markdown("", label="状态 Status", elem_id="status")
                     preview = gr.HTML("", label="预览 Preview", elem_id="preview")  # partial pictures while painting
-                    gallery = gr.Gallery(label="结果 Results", format="png", columns=2, height="auto",
-                                         object_fit="contain", elem_id="gallery")
+                    gallery = gr.Gallery(label="结果 Results (seed under each picture)", format="png", columns=2,
+                                         height="auto", object_fit="contain", elem_id="gallery", interactive=False)
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple", elem_id="files")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
@@ -481,7 +511,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                             interactive=studio.guidance_allowed(first_style.id, AUTO)["interactive"]))
                     with gr.Row():
                         seed = gr.Number(value=-1, precision=0, label="种子 Seed (-1 随机 random)", elem_id="seed")
-                        used = gr.Textbox(value="", label="所用种子 Seed used", interactive=False, elem_id="used")
+                        used = gr.Textbox(value="", label="所用种子 Seed used (one per picture)", interactive=False,
+                                          elem_id="used")
                     with gr.Row():
                         dice = gr.Button("🎲 随机种子")
                         reuse_seed = gr.Button("♻️ 复用种子 Reuse")
@@ -489,7 +520,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     preview_every = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every N tokens")
                     restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"],
                                            elem_id="restore")
-                    restore_msg = gr.Markdown("")
+                    restore_msg = gr.Markdown("", label="恢复结果 Restore message")
             examples = gr.Dataset(components=[prompt], samples=[[e] for e in studio.plan(first_style.id, AUTO).examples],
                                   label="示例 Examples", elem_id="examples")
             with gr.Column(visible=studio.pai_painter_installed()) as article:  # prompts for those models only
@@ -523,7 +554,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                           api_name=False)
             trigger.change(studio.guidance_allowed, [style, model], [guidance], api_name=False)
         dice.click(lambda: resolve_seed(-1), None, [seed], api_name=False)
-        reuse_seed.click(lambda u: int(u) if str(u).strip().isdigit() else -1, [used], [seed], api_name=False)
+        reuse_seed.click(first_seed, [used], [seed], api_name=False)
+        gallery.select(chosen_seed, None, [used], api_name=False)
         restore_file.upload(studio.restore, [restore_file],
                             [prompt, style, model, note, seed, top_k, top_p, temperature, guidance, restore_msg],
                             api_name="restore")
@@ -557,12 +589,14 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                              api_name=False)
 
         with tabs, gr.Tab("模型 Models"):
+            # wrapped, so that every column (guidance last) shows without a horizontal scrollbar
             table = gr.Dataframe(studio.models_table(), headers=["名称 name", "系列 family", "大小 size", "MB",
-                                 "来源 source", "许可 licence", "引导 guidance"], interactive=False)
+                                 "来源 source", "许可 licence", "引导 guidance"], interactive=False, wrap=True,
+                                 column_widths=["16%", "9%", "7%", "7%", "11%", "40%", "10%"])
             gr.Markdown("### 下载 Download")
-            downloadable = [n for n, _ in studio.manager.downloadable()]
+            downloadable = studio.download_choices()
             with gr.Row():
-                d_choice = gr.Dropdown(downloadable, value=downloadable[0] if downloadable else None,
+                d_choice = gr.Dropdown(downloadable, value=downloadable[0][1] if downloadable else None,
                                        label="模型 Model", elem_id="download-choice", scale=3)
                 d_go = gr.Button("下载 Download", elem_id="download",
                                  interactive=studio.allow_downloads and bool(downloadable), scale=1)
