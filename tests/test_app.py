@@ -145,16 +145,36 @@ def test_cancel_stops_a_running_job_and_frees_the_worker(server):
     assert "16 / 16" in updates[-1][1] and time.time() - start < 30
 
 
-def test_compare_returns_two_streamed_images(server):
+def panel_pictures(html: str) -> list[str]:
+    """The kinds of the pictures in a Compare panel, and 'empty' for a cell still waiting."""
+    return re.findall(r'<img alt="(\w+)"|class="cell (empty)"', html) and [
+        a or b for a, b in re.findall(r'<img alt="(\w+)"|class="cell (empty)"', html)]
+
+
+def test_compare_streams_two_square_panels_and_the_pngs_of_both(server):
     client = Client(server, verbose=False)
-    job = client.submit("红苹果", 3, "tiny", "tiny3", 4, api_name="/compare")
+    job = client.submit("红苹果", 3, "tiny", "tiny3", 4, 1, api_name="/compare")
     updates = list(job)
     assert len(updates) >= 3
-    img_a, info_a, img_b, info_b = updates[-1]
-    assert Image.open(img_a).size == Image.open(img_b).size == (256, 256)
+    assert panel_pictures(updates[0][0]) == panel_pictures(updates[0][2]) == ["empty"], "a panel from the start"
+    assert "jpeg" in panel_pictures(updates[1][0]), "previews stream into the panel"
+    panel_a, info_a, panel_b, info_b, files = updates[-1]
+    assert panel_pictures(panel_a) == panel_pictures(panel_b) == ["png"]
     assert "tiny · 16 / 16" in info_a and "tiny3 · 16 / 16" in info_b
-    assert re.search(r"tokens/s · (int8|bf16|fp32)$", info_b), "the mode auto chose for this model on this CPU"
-    assert not np.array_equal(np.asarray(Image.open(img_a)), np.asarray(Image.open(img_b)))
+    assert re.search(r"tokens/s · (int4|int8|bf16|fp32)$", info_b), "the mode auto chose for this model on this CPU"
+    pictures = [Path(f["path"] if isinstance(f, dict) else f) for f in files]
+    assert [read_params(p)["model"] for p in pictures] == ["tiny", "tiny3"]
+    assert [read_params(p)["seed"] for p in pictures] == [3, 3], "one seed for both sides"
+    a, b = (np.asarray(Image.open(p)) for p in pictures)
+    assert a.shape == b.shape == (256, 256, 3) and not np.array_equal(a, b)
+
+
+def test_compare_paints_a_grid_of_seeds_a_side(server):
+    updates = list(Client(server, verbose=False).submit("红苹果", 5, "tiny", "tiny3", 0, 3, api_name="/compare"))
+    assert panel_pictures(updates[0][0]) == ["empty"] * 3
+    panel_a, _, panel_b, _, files = updates[-1]
+    assert panel_pictures(panel_a) == panel_pictures(panel_b) == ["png"] * 3 and 'class="painter-compare grid"' in panel_a
+    assert sorted(read_params(Path(f["path"] if isinstance(f, dict) else f))["seed"] for f in files) == [5, 5, 6, 6, 7, 7]
 
 
 def test_eight_concurrent_clients_all_complete(server):

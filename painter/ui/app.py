@@ -58,6 +58,12 @@ STUDIO_HEAD = """<style>
 #gallery .thumbnail-item { max-width: 448px; max-height: 448px; margin: auto; }
 .painter-previews { display: grid; grid-template-columns: repeat(2, 1fr); gap: 8px; }
 .painter-previews img { width: 100%; image-rendering: auto; border-radius: 8px; }
+.painter-compare { display: grid; grid-template-columns: 1fr; gap: 6px; width: 100%; max-width: 448px;
+    aspect-ratio: 1; margin: auto; }
+.painter-compare.grid { grid-template-columns: 1fr 1fr; grid-template-rows: 1fr 1fr; }
+.painter-compare .cell { aspect-ratio: 1; min-width: 0; border-radius: 8px; overflow: hidden; }
+.painter-compare .cell.empty { background: var(--neutral-200, #ddd); }
+.painter-compare .cell img { width: 100%; height: 100%; object-fit: contain; display: block; }
 @media (max-width: 640px) {
   .main.fillable { padding-left: 8px !important; padding-right: 8px !important; }
   .tab-container button { padding: 4px 3px !important; font-size: 12px !important; }
@@ -105,6 +111,26 @@ def preview_html(images: list[Image.Image]) -> str:
         image.convert("RGB").save(buffer, format="JPEG", quality=85)
         tags.append(f'<img alt="preview" src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}">')
     return f'<div class="painter-previews">{"".join(tags)}</div>'
+
+
+def compare_panel(pictures: list) -> str:
+    """One side of Compare: a square panel of equal square cells (one picture, or a 2 x 2 grid for 2-4),
+    each a preview (PIL image), a final PNG (path) or, before its first frame, an empty grey cell."""
+    cells = []
+    for picture in pictures:
+        if picture is None:
+            cells.append('<div class="cell empty"></div>')
+            continue
+        if isinstance(picture, Path):
+            data, kind = picture.read_bytes(), "png"
+        else:
+            buffer = io.BytesIO()
+            picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+            data, kind = buffer.getvalue(), "jpeg"
+        cells.append(f'<div class="cell"><img alt="{kind}" src="data:image/{kind};base64,'
+                     f'{base64.b64encode(data).decode()}"></div>')
+    cells += ['<div class="cell none"></div>'] * ((4 if len(pictures) > 1 else 1) - len(pictures))
+    return f'<div class="painter-compare{" grid" if len(pictures) > 1 else ""}">{"".join(cells)}</div>'
 
 
 def download_size(meta: dict) -> str:
@@ -328,25 +354,34 @@ class Studio:
             else:  # the previous results make way for the new picture
                 yield [], status, seeds, gr.skip(), preview_html(images)  # (history is a State)
 
-    def compare(self, prompt, seed, model_a, model_b, preview_every):
-        """Both models stream, frame by frame in turn (one worker, no fight over cores), each with the
-        sampling settings it paints best with."""
+    def compare(self, prompt, seed, model_a, model_b, preview_every, count=1):
+        """Both models paint the same prompt with the same seeds (``count`` per side, seed + j), streaming frame
+        by frame in turn (one worker, no fight over cores), each with the sampling settings it paints best
+        with. Each side is a square panel of equal cells from the first frame, so nothing moves as pictures
+        come; the final PNGs of both sides follow as files."""
         try:
-            seed = resolve_seed(int(seed))
+            seed, count = resolve_seed(int(seed)), int(count)
         except (TypeError, ValueError, PainterError) as exc:
             raise user_error(f"种子须为 -1 或非负整数 (seed must be -1 or a whole number >= 0): {exc}") from exc
-        streams = {side: self.paint(prompt, "plain", model, None, None, None, None, seed, 1, preview_every,
+        if not 1 <= count <= 4:
+            raise user_error("每边张数须在 1 到 4 之间 (1 to 4 pictures a side).")
+        streams = {side: self.paint(prompt, "plain", model, None, None, None, None, seed, count, preview_every,
                                     stream_name=f"{model} · ")
                    for side, model in (("a", model_a), ("b", model_b))}
-        latest = {"a": (None, ""), "b": (None, "")}
+        latest = {side: (compare_panel([None] * count), "") for side in streams}
+        finals: list[str] = []
+        yield latest["a"][0], latest["a"][1], latest["b"][0], latest["b"][1], []
         while streams:
             for side in list(streams):
                 try:
                     images, status, _, _ = next(streams[side])
-                    latest[side] = (str(images[0]) if isinstance(images[0], Path) else images[0], status)
                 except StopIteration:
                     del streams[side]
-            yield latest["a"][0], latest["a"][1], latest["b"][0], latest["b"][1]
+                    continue
+                if images and isinstance(images[0], Path):
+                    finals += [str(p) for p in images]
+                latest[side] = (compare_panel(images), status)
+            yield latest["a"][0], latest["a"][1], latest["b"][0], latest["b"][1], finals
 
     def restore(self, file):
         """A dropped PNG -> every parameter it was painted with (or a message saying what is wrong with it)."""
@@ -566,19 +601,22 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                 c_prompt = gr.Textbox(label="提示词 Prompt", value="红苹果", scale=3)
                 c_seed = gr.Number(value=0, precision=0, label="种子 Seed", scale=1)
                 c_preview = gr.Slider(0, 64, value=8, step=4, label="预览间隔 Preview every")
+                c_count = gr.Slider(1, 4, value=1, step=1, label="每边张数 Pictures a side (seed, seed + 1, …)")
             with gr.Row():
                 c_model_a = gr.Dropdown(studio.manager.names, value=a_default, label="模型 A")
                 c_model_b = gr.Dropdown(studio.manager.names, value=b_default, label="模型 B")
             c_go = gr.Button("对比生成 Compare", variant="primary")
-            with gr.Row():
+            with gr.Row(equal_height=True):
                 with gr.Column():
-                    c_img_a = gr.Image(label="A", format="png", type="filepath")
-                    c_info_a = gr.Markdown()
+                    c_img_a = gr.HTML(compare_panel([None]), label="A", elem_id="compare-a")
+                    c_info_a = gr.Markdown(label="A 进度 progress", elem_id="compare-info-a")
                 with gr.Column():
-                    c_img_b = gr.Image(label="B", format="png", type="filepath")
-                    c_info_b = gr.Markdown()
-            c_go.click(gpu(studio.compare), [c_prompt, c_seed, c_model_a, c_model_b, c_preview],
-                       [c_img_a, c_info_a, c_img_b, c_info_b], api_name="compare", concurrency_id=PAINT_GROUP)
+                    c_img_b = gr.HTML(compare_panel([None]), label="B", elem_id="compare-b")
+                    c_info_b = gr.Markdown(label="B 进度 progress", elem_id="compare-info-b")
+            c_files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
+            c_go.click(gpu(studio.compare), [c_prompt, c_seed, c_model_a, c_model_b, c_preview, c_count],
+                       [c_img_a, c_info_a, c_img_b, c_info_b, c_files], api_name="compare",
+                       concurrency_id=PAINT_GROUP, show_progress="hidden")
 
         with tabs, gr.Tab("历史 History"):
             gr.Markdown("本次会话的作品；点击一张图，把它的参数放回「创作」。 Click a picture to reuse its settings.")
