@@ -88,6 +88,8 @@ def test_paint_in_a_real_browser(browser, studio_url, tmp_path):
     if model == "demo-large":
         wait.until(lambda d: slider(d, "temperature") == 0.2)
     prompt.send_keys("红苹果")
+    gallery = browser.find_element(By.CSS_SELECTOR, "#gallery").text
+    assert "Drop" not in gallery and "Upload" not in gallery, "the results are an output, not an upload box"
     browser.execute_script(RECORD_STATUS)
     browser.find_element(By.CSS_SELECTOR, "#generate").click()
     wait.until(lambda d: "256 / 256 tokens" in d.find_element(By.CSS_SELECTOR, "#status").text)
@@ -153,6 +155,9 @@ def test_on_a_phone_every_tab_shows_and_the_upload_box_speaks_both_languages(bro
         words = browser.execute_script("const t = document.querySelector('#restore [data-testid=upload-text]');"
                                        "return [getComputedStyle(t, '::after').content, getComputedStyle(t).fontSize]")
         assert "拖入" in words[0] and "Drop" in words[0] and words[1] == "0px"  # Gradio's one-language words hidden
+        top = browser.execute_script("return document.querySelector('#examples').getBoundingClientRect().top"
+                                     " + window.scrollY")
+        assert top < 700, f"the examples are {top:.0f} px down the page, below the sampling controls"
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
@@ -241,3 +246,26 @@ def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser
         browser.execute_script("window.scrollTo(0, 0)")
         browser.find_element(By.CSS_SELECTOR, "#canvas").screenshot(str(folder / f"studio-{style}.png"))
     browser.set_window_size(1400, 1100)
+
+
+PANELS = """return ['#compare-a', '#compare-b'].map(id => {
+    const r = document.querySelector(id + ' .painter-compare').getBoundingClientRect();
+    return [Math.round(r.width), Math.round(r.height)]; });"""
+
+
+def test_compare_shows_two_equal_square_panels_that_keep_their_size(browser, studio_url):
+    """Base against large: two equal squares at a useful size from the first frame to the last, each side with
+    its own progress; nothing moves when the pictures come."""
+    wait = WebDriverWait(browser, 300)
+    browser.get(studio_url)
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    next(b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "对比" in b.text).click()
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#compare")))
+    before = browser.execute_script(PANELS)
+    assert before[0] == before[1] and before[0][0] == before[0][1] and before[0][0] >= 256, before
+    browser.find_element(By.CSS_SELECTOR, "#compare").click()
+    done = lambda d: all("256 / 256" in d.find_element(By.CSS_SELECTOR, f"#compare-info-{s}").text for s in "ab")
+    wait.until(done)
+    assert browser.execute_script(PANELS) == before, "the panels kept their size"
+    images = browser.find_elements(By.CSS_SELECTOR, ".painter-compare img[alt=png]")
+    assert len(images) == 2 and all(int(i.get_attribute("naturalWidth")) >= 256 for i in images)

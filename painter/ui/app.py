@@ -516,6 +516,11 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     # one line: Enter paints (and Stop cancels it), Shift+Enter starts a new line
                     prompt = gr.Textbox(label="提示词 Prompt", placeholder="例如：红苹果（回车生成 Enter to paint）", lines=1,
                                         max_lines=4, elem_id="prompt")
+                    # right under the prompt: on a phone the columns stack, and examples below the sampling
+                    # controls were 2,000 pixels down the page
+                    examples = gr.Dataset(components=[prompt],
+                                          samples=[[e] for e in studio.plan(first_style.id, AUTO).examples],
+                                          label="示例 Examples", elem_id="examples")
                     with gr.Row():
                         style = gr.Dropdown(style_choices, value=first_style.id, label="风格 Style", elem_id="style")
                         model = gr.Dropdown(model_choices, value=AUTO, label="模型 Model", elem_id="model")
@@ -556,8 +561,6 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     restore_file = gr.File(label="拖入 PNG 恢复参数 Drop a PNG to restore", file_types=[".png"],
                                            elem_id="restore")
                     restore_msg = gr.Markdown("", label="恢复结果 Restore message")
-            examples = gr.Dataset(components=[prompt], samples=[[e] for e in studio.plan(first_style.id, AUTO).examples],
-                                  label="示例 Examples", elem_id="examples")
             with gr.Column(visible=studio.pai_painter_installed()) as article:  # prompts for those models only
                 gr.Examples([[e] for e in ARTICLE_EXAMPLES], inputs=[prompt],
                             label="文章中的例子（pai-painter 模型）From the article, for the pai-painter models")
@@ -605,7 +608,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
             with gr.Row():
                 c_model_a = gr.Dropdown(studio.manager.names, value=a_default, label="模型 A")
                 c_model_b = gr.Dropdown(studio.manager.names, value=b_default, label="模型 B")
-            c_go = gr.Button("对比生成 Compare", variant="primary")
+            c_go = gr.Button("对比生成 Compare", variant="primary", elem_id="compare")
             with gr.Row(equal_height=True):
                 with gr.Column():
                     c_img_a = gr.HTML(compare_panel([None]), label="A", elem_id="compare-a")
