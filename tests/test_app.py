@@ -357,3 +357,16 @@ def test_private_events_called_with_crafted_payloads_do_no_harm(server, tmp_path
             assert "root:x:" not in str(output) and "/etc/passwd" not in str(output.get("data")), (dep["id"], value)
     assert {p.name for p in tmp_path.iterdir()} == before
     assert "16 / 16 tokens" in run_job(server, *paint_args())[1][-1][1], "the studio still paints"
+
+
+@pytest.mark.parametrize("change,message", [({3: 0}, "less than minimum value 1"), ({5: 5.0}, "greater than maximum"),
+                                            ({8: 9}, "greater than maximum value 4"), ({1: "nostyle"}, "choices"),
+                                            ({2: "nomodel"}, "choices")])
+def test_a_refused_api_value_is_one_log_line_not_a_traceback(server, capfd, change, message):
+    args = list(paint_args(preview=0))
+    for index, value in change.items():
+        args[index] = value
+    with pytest.raises(Exception, match=message):
+        Client(server, verbose=False).predict(*args, api_name="/generate")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, (out + err)[-2000:]

@@ -90,6 +90,22 @@ def display(image: Image.Image) -> Image.Image:
     return image.resize((DISPLAY, DISPLAY), Image.LANCZOS)
 
 
+def quiet(component: gr.components.Component) -> gr.components.Component:
+    """Gradio checks an API value against the component's range or choices before our code sees it, and
+    prints a 30-line traceback for every refusal; the caller gets the same message either way, so the
+    refusal is logged in one line instead (``user_error``)."""
+    check = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return check(payload)
+        except gr.Error as exc:
+            raise user_error(str(exc.message)) from None
+
+    component.preprocess = preprocess
+    return component
+
+
 def may_be_empty(slider: gr.Slider) -> gr.Slider:
     """A sampling slider that may be empty: the API leaves a setting out (None) to get the preset's or the
     model's value. It starts empty and the page fills it when it loads, so the API's defaults are empty too,
@@ -566,6 +582,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                             label="文章中的例子（pai-painter 模型）From the article, for the pai-painter models")
 
         inputs = [prompt, style, model, top_k, top_p, temperature, guidance, seed, num_images, preview_every]
+        for component in inputs:
+            quiet(component)
         # the status line says how far painting is, so Gradio's own overlay (which says "Error" over a job
         # cancelled by Stop) is not shown; errors still come as a message
         painted = [gallery, status, used, history, preview]
@@ -617,6 +635,8 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     c_img_b = gr.HTML(compare_panel([None]), label="B", elem_id="compare-b")
                     c_info_b = gr.Markdown(label="B 进度 progress", elem_id="compare-info-b")
             c_files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple")
+            for component in (c_prompt, c_seed, c_model_a, c_model_b, c_preview, c_count):
+                quiet(component)
             c_go.click(gpu(studio.compare), [c_prompt, c_seed, c_model_a, c_model_b, c_preview, c_count],
                        [c_img_a, c_info_a, c_img_b, c_info_b, c_files], api_name="compare",
                        concurrency_id=PAINT_GROUP, show_progress="hidden")
