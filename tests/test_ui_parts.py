@@ -70,7 +70,8 @@ def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(ea
     assert manager.entry("demo-large").domain_words == () and chosen.template == "{prompt}"
     assert chosen.examples and not set(chosen.examples) & set(studio.styles["painting"].fallback.examples)
     emoji = studio.plan("emoji", AUTO)
-    assert (emoji.model, emoji.template, emoji.note) == (bundled, "扁平风格的{prompt}", "")
+    assert (emoji.model, emoji.template, emoji.note) == (bundled, "3D风格的{prompt}", "")
+    assert studio.plan("emoji", "demo-large").template == "{prompt}", "a style word demo-large never learnt"
 
     # what is painted is the fallback's prompt, with the model's settings
     *_, (paths, status, _, params) = studio.paint("T恤", "ecommerce", AUTO, None, None, None, None, 0, 1, 0)

@@ -6,8 +6,9 @@ picture hash is reported (with the count) but does not stop the recipe.
 
 ``python -m painter.data.manifest check COMMITTED REBUILT``
 
-``python -m painter.data.manifest words MANIFEST`` prints ``--domain-word=W`` for each domain word the data
-set's captions teach (白底商品图, 风景, 水墨画, …), for ``painter convert`` to record in the trained model.
+``python -m painter.data.manifest words MANIFEST`` prints ``--domain-word=W`` for each domain and style word
+the data set's captions teach (白底商品图, 风景, 水墨画, 3D风格, …), for ``painter convert`` to record in the
+trained model.
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ def compare(committed: Path, rebuilt: Path) -> int:
 
 
 def domain_words(path: Path) -> list[str]:
-    """The domain words of the domains (styles) a data set holds, in DOMAIN_WORDS' order."""
+    """The words a data set's captions teach for its domains and art styles (白底商品图, 风景, 水墨画, 3D风格, …):
+    DOMAIN_WORDS' for the domains it holds, then the style words of its emoji styles."""
     from painter.data.captions import DOMAIN_WORDS
+    from painter.data.sources import STYLES
 
     styles = {cols[1] for cols in read_manifest(path).values()}
-    return list(dict.fromkeys(word for domain, (word, _) in DOMAIN_WORDS.items() if domain in styles))
+    words = [word for domain, (word, _) in DOMAIN_WORDS.items() if domain in styles]
+    return list(dict.fromkeys(words + [s.word for s in STYLES if s.id in styles]))
 
 
 def main(argv: list[str]) -> int:

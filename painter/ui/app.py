@@ -33,7 +33,7 @@ from painter.sampling import (DEFAULT_TOP_K, GUIDANCE_RANGE, MAX_SEED, TEMPERATU
                               SamplingConfig, resolve_seed, sampling_settings)
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
-from painter.ui.styles import StylePreset, apply_template, load_styles
+from painter.ui.styles import StylePreset, apply_template, load_styles, template_known
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +245,14 @@ class Studio:
             # pai-painter model (top-k 100 at temperature 1 paints them noise); the domain in the words it
             # learnt, or the prompt as typed by a model that never saw the template's words
             sampling = model_settings
-            if fallback.knows(entry.domain_words):
+            if template_known(fallback.template, entry.domain_words):
                 template, examples = fallback.template, fallback.examples or style.examples
             else:
                 template, examples = "{prompt}", ()
         else:
             template, sampling, examples = style.template, model_settings.updated(**style.sampling), style.examples
+            if entry.family != "pai-painter" and not template_known(template, entry.domain_words):
+                template = "{prompt}"  # words this model never learnt (a 3D style for a flat-emoji model)
         note = ""
         if style.models and not self.manager.first_installed(style.models):
             wanted = style.models[0]

@@ -8,8 +8,8 @@ A preset whose model may be missing (the pai-painter domain models, which an off
 without downloads lacks) says how to paint its domain with a bundled model instead: its ``fallback`` names
 that model, a template with the words that model knows for the domain (白底商品图, 风景, 水墨画) and example
 prompts it paints. The fallback paints with that model's own recommended sampling, not with the settings
-tuned for the missing model, and its template applies only to a model whose config lists the template's word
-("domain_words"): any other model gets the prompt as typed.
+tuned for the missing model. A template (a preset's or a fallback's) applies to a bundled or custom model only
+when its config lists the template's word ("domain_words"): any other such model gets the prompt as typed.
 
 "model" (a preset's or a fallback's) is a name or a list of names in order of preference: the bundled 128 px
 pair (large, then base), else the 64 px demo-large.
@@ -34,9 +34,6 @@ class Fallback:
     template: str = "{prompt}"
     examples: tuple[str, ...] = ()
 
-    def knows(self, words) -> bool:
-        """Whether a model that learnt these domain words paints this template (it holds one of them)."""
-        return any(word in self.template for word in words)
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,12 @@ class StylePreset:
 
 def apply_template(template: str, prompt: str) -> str:
     return template.replace("{prompt}", prompt.strip())
+
+
+def template_known(template: str, words) -> bool:
+    """Whether a model that learnt these words (its config's ``domain_words``) paints this template: it adds
+    nothing to the prompt, or one of the words it adds is one the model learnt."""
+    return template == "{prompt}" or any(word in template for word in words)
 
 
 def _template(data: dict, where: str) -> str:
