@@ -19,7 +19,7 @@ from painter.precision import training_autocast
 from painter.training.gpt_trainer import SIZES, sequence_loss
 
 CONFIGS = {"base": dict(n_layer=12, n_head=12, n_embd=768, img_vocab=16384, grid=16),
-           **{k: dict(**v, img_vocab=1024, grid=16) for k, v in SIZES.items()}}
+           **{k: dict(**v, img_vocab=2048 if k.startswith("bundled") else 1024, grid=16) for k, v in SIZES.items()}}
 
 
 def tokens_per_second(name: str, precision: str, batch: int, steps: int, checkpointing: bool) -> float:
