@@ -331,6 +331,15 @@ def _shared_vqgan_tensors(model_dir: Path, config: ModelConfig) -> dict[str, tor
     return {f"first_stage_model.{k}": v for k, v in vqgan.state_dict().items()}
 
 
+def vqgan_folder(model_dir: str | Path) -> Path:
+    """Where a model's VQGAN is read from cheapest: the shared VQGAN folder its config names, else the model."""
+    model_dir = Path(model_dir)
+    if (model_dir / VQGAN_WEIGHTS).is_file() or not (model_dir / CONFIG_FILE).is_file():
+        return model_dir
+    relative = _read_json(model_dir / CONFIG_FILE).get("vqgan_path")
+    return (model_dir / relative).resolve() if isinstance(relative, str) and relative else model_dir
+
+
 def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     """Read and strictly check a model directory of either layout."""
     model_dir = Path(model_dir)

@@ -173,3 +173,30 @@ def test_a_failed_call_kept_alive_never_stalls_the_next_request_and_the_owner_sl
     time.sleep(1.0)
     assert owner_cpu_seconds() - before < 0.1, "the owner of the cores spins while idle"
     assert kept
+
+
+def test_a_repaint_keeps_its_cells_and_samples_the_rest_given_them():
+    """Kept cells come back bit-identical, free cells are sampled given every cell before them; all kept gives
+    the same codes; the same seed repaints the same; a repaint joining a running batch paints as alone."""
+    model = gpt()
+    cfg = SamplingConfig(top_k=20)
+    source = alone(model, caption(0), [1], cfg)[0]
+    keep = torch.ones(IMAGE, dtype=torch.bool)
+    keep[30:50] = False  # repaint a band in the middle
+    engine = Engine(model, UNCOND, IMAGE, torch.device("cpu"), max_batch=8)
+
+    def repaint(seeds, k=keep):
+        return engine.submit(caption(0), seeds, cfg, keep=k, forced=source).result()
+
+    painted = repaint([5, 6])
+    assert torch.equal(painted[:, keep], source[keep].expand(2, -1)), "kept cells bit-identical"
+    assert not torch.equal(painted[0], painted[1]) and not torch.equal(painted[0], source)
+    assert torch.equal(repaint([5, 6]), painted), "the same seed repaints the same"
+    assert torch.equal(repaint([9], torch.ones(IMAGE, dtype=torch.bool))[0], source), "all kept: the same codes"
+    first = engine.submit(caption(3), [2], cfg, preview_every=4)
+    updates = iter(first)
+    next(updates)
+    assert torch.equal(repaint([5, 6]), painted), "beside another request, as alone"
+    list(updates)
+    with pytest.raises(SamplingError, match="80 cells"):
+        engine.submit(caption(0), [1], cfg, keep=keep[:10], forced=source[:10])

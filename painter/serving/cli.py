@@ -43,6 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    for name, help_text in (("paint", "paint one prompt into PNG files (with their parameters and codes)"),
+                            ("repaint", "keep part of a picture and paint the rest for a prompt")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("prompt")
+        p.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory or name (default {DEFAULT_MODEL})")
+        p.add_argument("--output", required=True,
+                       help="OUT.png; with --num-images K > 1, OUT-0.png ... OUT-(K-1).png (image j uses seed + j)")
+        if name == "repaint":
+            p.add_argument("--image", required=True, help="the picture: one Painter painted (its exact codes) or any "
+                                                          "other (encoded by the model's VQGAN)")
+            region = p.add_mutually_exclusive_group(required=True)
+            region.add_argument("--keep-rows", type=int, help="keep the first N rows of cells, paint the rest")
+            region.add_argument("--box", type=_box, help="X0,Y0,X1,Y1 in cells (end exclusive): repaint this box")
+        _add_sampling_args(p)
+        _add_runtime_args(p)
+        p.set_defaults(func=_paint)
+
     p = sub.add_parser("predict", help="paint every prompt of a TSV file (resumable)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model directory or known model name (default {DEFAULT_MODEL}, bundled)")
@@ -288,6 +305,54 @@ def _train_vqgan(args: argparse.Namespace) -> int:
                          resume=args.resume, overwrite=args.overwrite, disc_start=args.disc_start,
                          disc_weight=args.disc_weight, precision=args.precision, crop=args.crop)
     log.info("finished: %s", record)
+    return 0
+
+
+def _box(text: str) -> tuple[int, ...]:
+    try:
+        box = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 (four whole numbers, in cells), got {text!r}")
+    return box
+
+
+def _paint(args: argparse.Namespace) -> int:
+    """``painter paint`` and ``painter repaint``: PNG files carrying their parameters (and codes), written only
+    when every picture is painted."""
+    from PIL import Image
+
+    from painter.data.files import atomic_output
+    from painter.serving.pipeline import Painter
+    from painter.ui.metadata import save_png
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise PainterError(f"--output must be a .png file, got {output}")
+    if args.num_images < 1 or args.num_images > 64:
+        raise PainterError(f"--num-images must be from 1 to 64, got {args.num_images}")
+    source = None
+    if args.command == "repaint":
+        try:
+            with Image.open(args.image) as opened:
+                opened.load()
+                source = opened.copy()
+                source.info, source.text = dict(opened.info), dict(getattr(opened, "text", {}) or {})
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise PainterError(f"{args.image} is not a readable picture ({type(exc).__name__}: {exc})") from None
+    painter = Painter.from_pretrained(args.model, device=args.device, precision=args.precision)
+    sampling = dict(seed=args.seed, num_images=args.num_images, top_k=args.top_k, top_p=args.top_p,
+                    temperature=args.temperature, guidance_scale=args.guidance_scale)
+    if source is None:
+        images = painter.generate(args.prompt, **sampling)[0]
+    else:
+        images = painter.repaint(source, args.prompt, keep_rows=args.keep_rows, box=args.box, **sampling)
+    paths = [output] if len(images) == 1 else [output.with_name(f"{output.stem}-{j}.png") for j in range(len(images))]
+    for image, path in zip(images, paths):
+        with atomic_output(path) as tmp:
+            save_png(image, tmp, {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))})
+        log.info("wrote %s (seed %s)", path, image.info.get("seed"))
     return 0
 
 

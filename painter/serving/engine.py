@@ -53,6 +53,10 @@ class Request:
     seeds: list[int]
     sampling: SamplingConfig
     preview_every: int
+    # repaint: the cells to keep [img_len] (bool) and their codes [img_len]; a kept cell is fed as given, a
+    # free one sampled from the model given every cell before it (kept and sampled), in raster order
+    keep: list[bool] | None = None
+    forced: torch.Tensor | None = None
     updates: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # set by the engine when the request joins
@@ -129,15 +133,25 @@ class Engine:
     # -- the caller's side --------------------------------------------------------------------------------
 
     def submit(self, text_ids: Sequence[int], seeds: Sequence[int], sampling: SamplingConfig,
-               preview_every: int = 0) -> Ticket:
-        return self.submit_all([(text_ids, seeds)], sampling, preview_every)[0]
+               preview_every: int = 0, keep: torch.Tensor | None = None, forced: torch.Tensor | None = None) -> Ticket:
+        """One caption's images; with ``keep`` and ``forced`` (repaint), the kept cells are the given codes."""
+        return self.submit_all([(text_ids, seeds)], sampling, preview_every, keep, forced)[0]
 
     def submit_all(self, prompts: Sequence[tuple[Sequence[int], Sequence[int]]], sampling: SamplingConfig,
-                   preview_every: int = 0) -> list[Ticket]:
+                   preview_every: int = 0, keep: torch.Tensor | None = None,
+                   forced: torch.Tensor | None = None) -> list[Ticket]:
         """One request per (caption, seeds), handed over together: when they fit they join at the same step,
         so one call paints the same whatever the engine's thread was doing (rows side by side at one
         position take the same kernels as they would in any other run of the same call)."""
-        requests = [Request(list(text_ids), list(seeds), sampling, preview_every) for text_ids, seeds in prompts]
+        if (keep is None) != (forced is None):
+            raise SamplingError("a repaint needs both the cells to keep and their codes")
+        if keep is not None:
+            if keep.shape != (self.img_len,) or forced.shape != (self.img_len,):
+                raise SamplingError(f"a repaint's mask and codes must have {self.img_len} cells each, got "
+                                    f"{tuple(keep.shape)} and {tuple(forced.shape)}")
+            keep, forced = keep.bool().tolist(), forced.to(self.device, torch.long)
+        requests = [Request(list(text_ids), list(seeds), sampling, preview_every, keep, forced)
+                    for text_ids, seeds in prompts]
         for request in requests:
             if len(request.text_ids) != self.text_len:
                 raise SamplingError(f"a caption of {len(request.text_ids)} tokens; this model reads {self.text_len}")
@@ -272,9 +286,12 @@ class Engine:
         """The request's next codes from its rows' logits; a failure here fails this request alone."""
         cfg = request.sampling
         try:
-            if cfg.guided:
-                logits = guide(logits, cfg.guidance_scale)
-            request.codes[:, request.step] = draw(next_token_probs(logits, cfg), request.generators)
+            if request.keep is not None and request.keep[request.step]:
+                request.codes[:, request.step] = request.forced[request.step]  # kept: fed as given, no draw
+            else:
+                if cfg.guided:
+                    logits = guide(logits, cfg.guidance_scale)
+                request.codes[:, request.step] = draw(next_token_probs(logits, cfg), request.generators)
         except Exception as exc:
             self._fail([request], exc)
             return

@@ -9,6 +9,7 @@ CPU cores (``cores.OWNER``); the caller's thread only tokenizes, hands work over
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,12 +32,15 @@ from painter.sampling import SamplingConfig, image_seeds, resolve_seed
 from painter.serving.cores import OWNER
 from painter.serving.engine import Engine, default_max_batch
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
+from painter.serving.repaint import (RepaintError, codes_from_text, codes_text, keep_mask, mask_text, stored_codes,
+                                    vqgan_id)
 from painter.serving.quality import VerdictStore, compare, reference_run
 from painter.text import TextTokenizer, TokenizedPrompt
 
 log = logging.getLogger(__name__)
 
 PREVIEWS = ("fast", "decode")
+CODEBOOK_KEY = "first_stage_model.quantize.embedding.weight"
 
 
 @dataclass
@@ -81,7 +85,11 @@ class Painter:
         self.max_batch = max_batch or default_max_batch(device)
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
-
+        self.model_dir: Path | None = None  # where the weights came from (a repaint loads the encoder there)
+        self._encoder: torch.nn.Module | None = None
+        # the codebook as stored (set by _load before any dtype conversion), so every precision mode of a model
+        # reads the codes its pictures carry
+        self.vqgan_id = vqgan_id(model.first_stage_model.quantize.embedding.weight)
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "auto") -> "Painter":
         """Load a model directory (EasyNLP or Painter layout) or a known model name from the cache.
@@ -133,6 +141,7 @@ class Painter:
     @classmethod
     def _load(cls, model_dir: Path, inference: InferencePrecision, dev: torch.device, name: str) -> "Painter":
         checkpoint = load_checkpoint(model_dir)
+        codebook_id = vqgan_id(checkpoint.state_dict[CODEBOOK_KEY])
         tokenizer = TextTokenizer(checkpoint.vocab_file, checkpoint.config.text_len, checkpoint.config.img_vocab_size)
         if tokenizer.vocab_size != checkpoint.config.text_vocab_size:
             raise CheckpointError(f"{checkpoint.vocab_file} has {tokenizer.vocab_size} wordpieces but the model "
@@ -147,7 +156,9 @@ class Painter:
             torch.backends.cudnn.benchmark = True  # one decoder shape, so the autotuned kernels are reused
         log.info("loaded %s (%s) on %s: GPT %s, decoder %s", model_dir, fmt, dev, inference.mode,
                  str(inference.decoder_dtype).removeprefix("torch."))
-        return cls(model, tokenizer, dev, inference, name=name)
+        painter = cls(model, tokenizer, dev, inference, name=name)
+        painter.model_dir, painter.vqgan_id = model_dir, codebook_id
+        return painter
 
     # -- the pieces ---------------------------------------------------------------------------------------
 
@@ -238,10 +249,58 @@ class Painter:
         results: list[list[Image.Image]] = [[] for _ in prompts]
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            for (i, tokens, s), image in zip(chunk, self.paint([(t, s) for _, t, s in chunk], sampling)):
-                image.info.update(self._params(prompts[i], tokens, s, sampling))
+            codes = self.codes([(t, s) for _, t, s in chunk], sampling)
+            for (i, tokens, s), image, row in zip(chunk, self.decode(codes), codes):
+                image.info.update(self._params(prompts[i], tokens, s, sampling, row))
                 results[i].append(image)
         return results
+
+    def image_codes(self, image: Image.Image) -> torch.Tensor:
+        """A picture's codes [img_len] under this model's VQGAN: those stored in its metadata when Painter made it
+        on this VQGAN (exact), else the encoder's, after the training's preprocessing (resize, centre crop)."""
+        stored = stored_codes(image)
+        if stored is not None:
+            text, made_by = stored
+            if made_by != self.vqgan_id:
+                raise RepaintError(f"the picture was painted on another VQGAN (codebook {made_by}, this model's "
+                                   f"{self.vqgan_id}): repaint it with the model that made it")
+            return codes_from_text(text, self.config.img_len, self.config.img_vocab_size)
+        return OWNER.call(self._encode, image)
+
+    @torch.inference_mode()
+    def _encode(self, image: Image.Image) -> torch.Tensor:
+        from painter.checkpoints import load_vqgan, vqgan_folder
+        from painter.data.images import to_model_input
+
+        if not self.config.vqgan.encoder:
+            raise RepaintError(f"{self.name} has no VQGAN encoder (converted from PaddleNLP), so it can repaint only "
+                               "pictures it painted itself")
+        if self._encoder is None:
+            if self.model_dir is None:
+                raise RepaintError("this model was not loaded from a folder, so its encoder cannot be loaded")
+            self._encoder = load_vqgan(vqgan_folder(self.model_dir)).to(self.device).eval()
+        pixels = to_model_input(image, self.config.vqgan.resolution)[None].to(self.device)
+        return self._encoder.encode(pixels)[0].cpu()
+
+    def repaint(self, image: Image.Image, prompt: str, *, keep_rows: int | None = None, box=None, mask=None,
+                seed: int = 0, num_images: int = 1, top_k: int | None = None, top_p: float | None = None,
+                temperature: float | None = None, guidance_scale: float | None = None) -> list[Image.Image]:
+        """Keep part of a picture (ours, with its exact codes, or any other, encoded) and paint the rest for
+        ``prompt``: ``keep_rows`` keeps the first rows of cells, ``box`` (x0, y0, x1, y1 in cells, end exclusive)
+        repaints a rectangle, ``mask`` (grid x grid, true = keep) any region. Image j uses seed + j."""
+        if not isinstance(image, Image.Image):
+            raise RepaintError(f"image must be a PIL image, got {type(image).__name__}")
+        keep = keep_mask(self.config.vqgan.grid_size, keep_rows, box, mask)
+        source = self.image_codes(image)
+        sampling = self.sampling(top_k, top_p, temperature, guidance_scale)
+        seeds = image_seeds(resolve_seed(seed), num_images)
+        tokens = self.tokenize(prompt)
+        codes = self.engine.submit(tokens.ids, seeds, sampling, keep=keep, forced=source).result()
+        images = self.decode(codes)
+        for image_out, s, row in zip(images, seeds, codes):
+            image_out.info.update(self._params(prompt, tokens, s, sampling, row))
+            image_out.info["repainted"] = json.dumps({"kept": int(keep.sum()), "mask": mask_text(keep)})
+        return images
 
     def preview_map(self) -> PreviewMap:
         """This model's fast-preview map (fitted on first use, then read from the cache directory)."""
@@ -286,14 +345,17 @@ class Painter:
                 else:
                     images = OWNER.call(lambda: tensor_to_pil(canvas.update(codes, step)))
                 if final:
-                    for image, s in zip(images, seeds):
-                        image.info.update(self._params(prompt, tokens, s, sampling))
+                    for image, s, row in zip(images, seeds, codes):
+                        image.info.update(self._params(prompt, tokens, s, sampling, row))
                 yield Frame(step, total, images, final, seeds, time.perf_counter() - started, tokens)
 
-    def _params(self, prompt: str, tokens: TokenizedPrompt, seed: int, sampling: SamplingConfig) -> dict:
+    def _params(self, prompt: str, tokens: TokenizedPrompt, seed: int, sampling: SamplingConfig,
+                codes: torch.Tensor) -> dict:
+        """What a picture was painted with, and its codes (so it can be repainted exactly)."""
         return {"prompt": prompt, "used_prompt": tokens.used_text, "dropped_tokens": tokens.dropped,
                 "seed": seed, "top_k": sampling.top_k, "top_p": sampling.top_p,
-                "temperature": sampling.temperature, "guidance_scale": sampling.guidance_scale, "model": self.name}
+                "temperature": sampling.temperature, "guidance_scale": sampling.guidance_scale, "model": self.name,
+                "codes": codes_text(codes), "vqgan": self.vqgan_id}
 
 
 def is_encoder_key(key: str) -> bool:

@@ -341,7 +341,9 @@ class Studio:
                 if notes:
                     status += "  \n" + "  \n".join(notes)
                 if frame.final:
-                    paths = [self._save(display(im), {**params, "seed": s}) for im, s in zip(frame.images, frame.seeds)]
+                    paths = [self._save(display(im), {**params, "seed": s, "codes": im.info.get("codes"),
+                                                      "vqgan": im.info.get("vqgan")})
+                             for im, s in zip(frame.images, frame.seeds)]
                     yield paths, status, used_seed, params
                 else:  # previews at the model's size (the browser scales them), at most 1 / FRAME_GAP a second
                     yield frame.images, status, used_seed, params
