@@ -120,3 +120,17 @@ def test_paint_and_repaint_from_the_command_line(model_dir, tmp_path):
     (tmp_path / "plain.png").write_bytes(buffer.getvalue())
     assert main(["-q", "repaint", "狐狸", "--model", str(model_dir), "--image", str(tmp_path / "plain.png"),
                  "--keep-rows", "8", "--output", str(tmp_path / "enc.png"), "--precision", "fp32"]) == 0
+
+
+def test_a_streamed_repaint_shows_the_kept_cells_from_its_first_frame(painter):
+    from painter.serving.preview import GREY
+
+    source = painter.generate("红苹果", seed=1)[0][0]
+    frames = list(painter.stream("狐狸", seed=2, preview_every=4, repaint=painter.region(source, keep_rows=10)))
+    first = np.asarray(frames[0].image, dtype=np.float32) / 127.5 - 1
+    assert frames[0].step == 4 and not frames[0].final
+    grey = np.abs(first - GREY).max(2) < 0.02
+    assert grey[44:].all(), "free cells not yet sampled are grey"
+    assert not grey[4:36].all(), "kept rows are painted from the first frame"
+    assert frames[-1].final and "repainted" in frames[-1].image.info
+    assert torch.equal(painter.image_codes(frames[-1].image)[:160], painter.image_codes(source)[:160])

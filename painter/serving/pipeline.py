@@ -282,25 +282,24 @@ class Painter:
         pixels = to_model_input(image, self.config.vqgan.resolution)[None].to(self.device)
         return self._encoder.encode(pixels)[0].cpu()
 
+    def region(self, image: Image.Image, keep_rows: int | None = None, box=None,
+               mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a repaint keeps: (the cells to keep [img_len], the picture's codes [img_len]), from exactly one
+        of ``keep_rows`` (the first rows of cells), ``box`` (x0, y0, x1, y1 in cells, end exclusive: repainted)
+        or ``mask`` (grid x grid, true = keep)."""
+        if not isinstance(image, Image.Image):
+            raise RepaintError(f"image must be a PIL image, got {type(image).__name__}")
+        keep = keep_mask(self.config.vqgan.grid_size, keep_rows, box, mask)
+        return keep, self.image_codes(image)
+
     def repaint(self, image: Image.Image, prompt: str, *, keep_rows: int | None = None, box=None, mask=None,
                 seed: int = 0, num_images: int = 1, top_k: int | None = None, top_p: float | None = None,
                 temperature: float | None = None, guidance_scale: float | None = None) -> list[Image.Image]:
         """Keep part of a picture (ours, with its exact codes, or any other, encoded) and paint the rest for
-        ``prompt``: ``keep_rows`` keeps the first rows of cells, ``box`` (x0, y0, x1, y1 in cells, end exclusive)
-        repaints a rectangle, ``mask`` (grid x grid, true = keep) any region. Image j uses seed + j."""
-        if not isinstance(image, Image.Image):
-            raise RepaintError(f"image must be a PIL image, got {type(image).__name__}")
-        keep = keep_mask(self.config.vqgan.grid_size, keep_rows, box, mask)
-        source = self.image_codes(image)
-        sampling = self.sampling(top_k, top_p, temperature, guidance_scale)
-        seeds = image_seeds(resolve_seed(seed), num_images)
-        tokens = self.tokenize(prompt)
-        codes = self.engine.submit(tokens.ids, seeds, sampling, keep=keep, forced=source).result()
-        images = self.decode(codes)
-        for image_out, s, row in zip(images, seeds, codes):
-            image_out.info.update(self._params(prompt, tokens, s, sampling, row))
-            image_out.info["repainted"] = json.dumps({"kept": int(keep.sum()), "mask": mask_text(keep)})
-        return images
+        ``prompt`` (see ``region``). Image j uses seed + j; ``stream(repaint=painter.region(...))`` streams it."""
+        *_, last = self.stream(prompt, seed, num_images, top_k, top_p, temperature, preview_every=0,
+                               guidance_scale=guidance_scale, repaint=self.region(image, keep_rows, box, mask))
+        return last.images
 
     def preview_map(self) -> PreviewMap:
         """This model's fast-preview map (fitted on first use, then read from the cache directory)."""
@@ -312,13 +311,14 @@ class Painter:
     def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None,
                top_p: float | None = None, temperature: float | None = None, preview_every: int = 8,
                guidance_scale: float | None = None, preview: str = "fast",
-               min_interval: float = 0.0) -> Iterator[Frame]:
+               min_interval: float = 0.0, repaint: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[Frame]:
         """Yield a preview Frame every ``preview_every`` tokens (0: none), then the final frame (a real decode).
         A preview due less than ``min_interval`` seconds after the last one is skipped, not drawn (a server
         sending frames to a browser needs a few a second, however fast the tokens come).
         ``preview="fast"`` paints sampled cells with the preview map (near-free); ``"decode"`` runs the real
         decoder on the partial grid. Unsampled cells are grey. Closing the iterator stops sampling at once.
-        Sampling settings left as None are the model's (``sampling()``)."""
+        Sampling settings left as None are the model's (``sampling()``). ``repaint`` (from ``region()``) keeps
+        those cells with their codes: the fast previews show them from the first frame."""
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
             raise SamplingError(f"preview_every must be a whole number >= 0, got {preview_every!r}")
         if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)) or not min_interval >= 0:
@@ -329,13 +329,14 @@ class Painter:
         seeds = image_seeds(resolve_seed(seed), num_images)
         tokens = self.tokenize(prompt)
         total = self.config.img_len
+        keep, source = repaint if repaint is not None else (None, None)
         canvas = None
         if preview == "fast" and preview_every:
             canvas = OWNER.call(PreviewCanvas, self.preview_map(),
-                                self.model.first_stage_model.quantize.embedding.weight, len(seeds))
+                                self.model.first_stage_model.quantize.embedding.weight, len(seeds), keep, source)
         started = time.perf_counter()
         shown = -min_interval
-        for step, codes in self.engine.submit(tokens.ids, seeds, sampling, preview_every):
+        for step, codes in self.engine.submit(tokens.ids, seeds, sampling, preview_every, keep=keep, forced=source):
             final = step == total
             elapsed = time.perf_counter() - started
             if final or elapsed - shown >= min_interval:
@@ -347,6 +348,8 @@ class Painter:
                 if final:
                     for image, s, row in zip(images, seeds, codes):
                         image.info.update(self._params(prompt, tokens, s, sampling, row))
+                        if keep is not None:
+                            image.info["repainted"] = json.dumps({"kept": int(keep.sum()), "mask": mask_text(keep)})
                 yield Frame(step, total, images, final, seeds, time.perf_counter() - started, tokens)
 
     def _params(self, prompt: str, tokens: TokenizedPrompt, seed: int, sampling: SamplingConfig,

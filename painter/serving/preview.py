@@ -107,10 +107,15 @@ class PreviewMap:
 class PreviewCanvas:
     """Preview images of a batch being sampled: each update paints only the cells sampled since the last."""
 
-    def __init__(self, preview: PreviewMap, codebook: torch.Tensor, batch: int):
+    def __init__(self, preview: PreviewMap, codebook: torch.Tensor, batch: int, keep: torch.Tensor | None = None,
+                 kept_codes: torch.Tensor | None = None):
+        """``keep`` and ``kept_codes`` ([cells] each): a repaint's kept cells, painted from the first frame."""
         self.preview, self.codebook = preview, codebook.detach().float().cpu()
         cells = preview.grid * preview.grid
         self.patches = torch.full((batch, cells, preview.weight.shape[1]), GREY)
+        if keep is not None:
+            kept = keep.cpu().bool()
+            self.patches[:, kept] = code_features(self.codebook, kept_codes.cpu()[kept]) @ self.preview.weight
         self.done = 0
 
     def update(self, codes: torch.Tensor, sampled: int) -> torch.Tensor:
