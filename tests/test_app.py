@@ -370,3 +370,42 @@ def test_a_refused_api_value_is_one_log_line_not_a_traceback(server, capfd, chan
         Client(server, verbose=False).predict(*args, api_name="/generate")
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err, (out + err)[-2000:]
+
+
+def test_repaint_through_the_api_keeps_the_rest_of_a_result(server, tmp_path):
+    """A result's PNG carries its codes: /repaint keeps every cell outside the box bit for bit and streams
+    like /generate; the overlay shows the cells to repaint; a bad region is a message."""
+    import torch
+
+    from painter.serving.repaint import codes_from_text, keep_mask
+
+    client = Client(server, verbose=False)
+    source = final_png(run_job(server, *paint_args(model="slow", seed=2, preview=0))[1])
+    job = client.submit(handle_file(str(source)), "狐狸", "plain", "slow", "box", 4, 4, 12, 12, 8, 0.6,
+                        None, None, None, None, 7, 2, 64, api_name="/repaint")
+    updates = list(job)
+    assert len(updates) >= 3 and "256 / 256" in updates[-1][1] and updates[-1][2] == "7, 8"
+    pictures = [Path(item["image"]["path"] if isinstance(item["image"], dict) else item["image"])
+                for item in updates[-1][0]]
+    keep = keep_mask(16, box=(4, 4, 12, 12))
+    before = codes_from_text(read_params(source)["codes"], 256, 128)
+    for picture in pictures:
+        params = read_params(picture)
+        after = codes_from_text(params["codes"], 256, 128)
+        assert torch.equal(after[keep], before[keep]) and not torch.equal(after, before)
+        assert params["prompt"] == "狐狸" and '"kept": 192' in params["repainted"]
+    with pytest.raises(Exception, match="not a region"):
+        client.predict(handle_file(str(source)), "狐狸", "plain", "slow", "box", 9, 4, 3, 12, 8, 0.6,
+                       None, None, None, None, 7, 1, 0, api_name="/repaint")
+
+
+def test_the_repaint_overlay_tints_the_cells_to_repaint():
+    from painter.ui.app import Studio, grid_overlay
+    from painter.serving.repaint import keep_mask
+
+    picture = Image.new("RGB", (64, 64), (255, 255, 255))
+    shown = np.asarray(grid_overlay(picture, keep_mask(16, keep_rows=10)), dtype=int)
+    assert shown.shape == (256, 256, 3)
+    red = (shown[..., 0] - shown[..., 1]) > 60
+    assert red[170:, :].mean() > 0.7 and red[:150, :].mean() < 0.01, "rows 10-15 tinted, rows 0-9 not"
+    assert Studio.region_overlay(None, None) is None

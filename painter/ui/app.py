@@ -21,14 +21,18 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+import numpy as np
+import torch
 from PIL import Image
 
 from painter import __version__
 from painter.errors import PainterError, SamplingError
 from painter.precision import INFERENCE_MODES
 from painter.serving.engine import server_engine_threads
+from painter.serving.repaint import keep_mask as keep_cells
 from painter.sampling import (DEFAULT_TOP_K, GUIDANCE_RANGE, MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE,
                               SamplingConfig, resolve_seed, sampling_settings)
 from painter.ui.metadata import read_params, save_png
@@ -149,6 +153,61 @@ def compare_panel(pictures: list) -> str:
     return f'<div class="painter-compare{" grid" if len(pictures) > 1 else ""}">{"".join(cells)}</div>'
 
 
+GRID = 16  # every model here paints a 16 x 16 grid of codes
+PICTURE_KEYS = ("codes", "vqgan", "repainted")  # what Painter adds to a picture's info, kept in its PNG
+REPAINT_MODES = (("框内重绘 Repaint a box", "box"), ("保留上方 Keep the top rows", "rows"),
+                 ("变体 Variations: keep a share of cells", "variations"))
+
+
+def repaint_keep(mode, x0, y0, x1, y1, rows, share) -> dict:
+    """The Repaint panel's choice as ``Painter.region`` arguments. Variations keep a share of the cells, the
+    same cells for the same share (drawn once from a fixed generator), so the overlay shows exactly them."""
+    try:
+        if mode == "box":
+            return {"box": (int(x0), int(y0), int(x1), int(y1))}
+        if mode == "rows":
+            return {"keep_rows": int(rows)}
+        if mode == "variations":
+            share = float(share)
+            if not 0.05 <= share <= 0.95:
+                raise user_error("变体保留比例须在 0.05 到 0.95 之间 (share of cells kept: 0.05 to 0.95).")
+            order = np.random.default_rng(0).permutation(GRID * GRID)
+            mask = np.zeros(GRID * GRID, dtype=bool)
+            mask[order[:max(1, round(share * GRID * GRID))]] = True
+            return {"mask": mask.reshape(GRID, GRID)}
+    except (TypeError, ValueError) as exc:
+        raise user_error(f"重绘区域不是数字 (the region is not a number): {exc}") from exc
+    raise user_error(f"未知的重绘方式 (unknown repaint mode) {mode!r}: box, rows or variations")
+
+
+def open_picture(source) -> Image.Image:
+    """An uploaded or chosen picture, fully read, with its metadata (Painter's codes, when it made it)."""
+    path = getattr(source, "name", source)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+            image.info = dict(opened.info)
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError) as exc:
+        raise user_error(f"这不是可读的图片 (not a readable picture): {type(exc).__name__}: {exc}") from None
+    return image
+
+
+def grid_overlay(image: Image.Image, keep: torch.Tensor) -> Image.Image:
+    """The picture at display size, the code grid drawn on it and the cells to repaint tinted red."""
+    from PIL import ImageDraw
+
+    shown = image.convert("RGB").resize((DISPLAY, DISPLAY), Image.NEAREST)
+    tint = Image.new("RGBA", shown.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(tint)
+    cell = DISPLAY / GRID
+    for index, kept in enumerate(keep.tolist()):
+        y, x = divmod(index, GRID)
+        box = (round(x * cell), round(y * cell), round((x + 1) * cell) - 1, round((y + 1) * cell) - 1)
+        draw.rectangle(box, fill=None if kept else (230, 40, 40, 110), outline=(255, 255, 255, 70))
+    return Image.alpha_composite(shown.convert("RGBA"), tint).convert("RGB")
+
+
 def download_size(meta: dict) -> str:
     """A downloadable model's size: the registry's exact bytes, else its estimate from the model's shape."""
     if meta.get("bytes"):
@@ -165,6 +224,14 @@ def chosen_seed(evt: gr.SelectData) -> str:
     """A result picked in the gallery: its own seed (from its caption), for ♻️ to reuse."""
     caption = (evt.value or {}).get("caption") or "" if isinstance(evt.value, dict) else ""
     return caption.removeprefix("seed ").strip() if caption.startswith("seed ") else gr.skip()
+
+
+def chosen_picture(evt: gr.SelectData):
+    """A result picked in the gallery becomes the Repaint panel's picture (its PNG carries its codes)."""
+    value = evt.value if isinstance(evt.value, dict) else {}
+    image = value.get("image") or {}
+    path = image.get("path") if isinstance(image, dict) else image
+    return path or gr.skip()
 
 
 def first_seed(text) -> int:
@@ -313,13 +380,15 @@ class Studio:
         return values
 
     def paint(self, prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed, num_images,
-              preview_every, stream_name: str = ""):
-        """Yield (images, status line, seed used, params) while painting; the last yield has the PNG paths."""
+              preview_every, stream_name: str = "", region: Callable | None = None):
+        """Yield (images, status line, seed used, params) while painting; the last yield has the PNG paths.
+        ``region(painter)`` (a repaint): the cells to keep and the picture's codes, for that model."""
         values = self._check(prompt, top_k, top_p, temperature, guidance, seed, num_images, preview_every)
         try:
             plan = self.plan(style_id, model_choice)
             name = plan.model
             painter = self.manager.get(name)
+            repaint = region(painter) if region else None
             style = self._style(style_id)
             used_seed = resolve_seed(values["seed"])
             chosen = {k: values[k] for k in ("top_k", "top_p", "temperature", "guidance_scale") if values[k] is not None}
@@ -328,7 +397,7 @@ class Studio:
             frames = painter.stream(apply_template(plan.template, prompt), seed=used_seed, num_images=values["num_images"],
                                     top_k=sampling.top_k, top_p=sampling.top_p, temperature=sampling.temperature,
                                     preview_every=values["preview_every"], guidance_scale=sampling.guidance_scale,
-                                    min_interval=FRAME_GAP)
+                                    min_interval=FRAME_GAP, repaint=repaint)
             notes = None  # the model note has its own line under the dropdowns; the status says how the prompt was read
             params = {"prompt": prompt, "style": style.id, "model": name, "seed": used_seed,
                       "top_k": sampling.top_k, "top_p": sampling.top_p, "temperature": sampling.temperature,
@@ -341,8 +410,8 @@ class Studio:
                 if notes:
                     status += "  \n" + "  \n".join(notes)
                 if frame.final:
-                    paths = [self._save(display(im), {**params, "seed": s, "codes": im.info.get("codes"),
-                                                      "vqgan": im.info.get("vqgan")})
+                    paths = [self._save(display(im), {**params, "seed": s, **{k: im.info[k] for k in PICTURE_KEYS
+                                                                              if k in im.info}})
                              for im, s in zip(frame.images, frame.seeds)]
                     yield paths, status, used_seed, params
                 else:  # previews at the model's size (the browser scales them), at most 1 / FRAME_GAP a second
@@ -350,8 +419,35 @@ class Studio:
         except PainterError as exc:
             raise user_error(str(exc)) from exc
 
+    def repaint(self, source, prompt, style_id, model_choice, mode="box", x0=4, y0=4, x1=12, y1=12, rows=8,
+                share=0.6, top_k=None, top_p=None, temperature=None, guidance=None, seed=-1, num_images=1,
+                preview_every=8, history=None, request: gr.Request = None):
+        """重绘 Repaint and 变体 Variations, and the /repaint API: keep part of ``source`` (a result, with its exact
+        codes, or any uploaded picture) and paint the rest for the prompt, streaming like Create."""
+        if not source:
+            raise user_error("先选一张图：点击上方的结果，或上传一张。 (Pick a picture first: click a result above, or "
+                             "upload one.)")
+        image = open_picture(source)
+        keep = repaint_keep(mode, x0, y0, x1, y1, rows, share)
+
+        def region(painter):
+            return painter.region(image, **keep)
+
+        yield from self.create(prompt, style_id, model_choice, top_k, top_p, temperature, guidance, seed,
+                               num_images, preview_every, history, request, region=region)
+
+    def region_overlay(self, source, mode="box", x0=4, y0=4, x1=12, y1=12, rows=8, share=0.6):
+        """The picture with the grid and the cells a repaint would paint (red), snapped to the code grid."""
+        if not source:
+            return None
+        try:
+            keep = keep_cells(GRID, **repaint_keep(mode, x0, y0, x1, y1, rows, share))
+        except PainterError as exc:
+            raise user_error(str(exc)) from exc
+        return grid_overlay(open_picture(source), keep)
+
     def create(self, prompt, style_id, model_choice, top_k=None, top_p=None, temperature=None, guidance=None,
-               seed=-1, num_images=1, preview_every=8, history=None, request: gr.Request = None):
+               seed=-1, num_images=1, preview_every=8, history=None, request: gr.Request = None, region=None):
         """The Create tab's job and the /generate API; a sampling setting left empty is the preset's.
         After Stop, nothing more is sent: a frame painted while the cancel travels would otherwise replace
         "已停止 Stopped" with "48 / 256 tokens" as if the job went on.
@@ -362,8 +458,9 @@ class Studio:
         history = list(history or [])
         session = getattr(request, "session_hash", None)
         self._stops.discard(session)
-        for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p,
-                                                              temperature, guidance, seed, num_images, preview_every):
+        for images, status, used_seed, params in self.paint(prompt, style_id, model_choice, top_k, top_p, temperature,
+                                                              guidance, seed, num_images, preview_every,
+                                                              region=region):
             if session in self._stops:
                 return
             seeds = seeds_text(used_seed, len(images))
@@ -559,6 +656,24 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
                     gallery = gr.Gallery(label="结果 Results (seed under each picture)", format="png", columns=2,
                                          height="auto", object_fit="contain", elem_id="gallery", interactive=False)
                     files = gr.File(label="下载 PNG (含参数 with parameters)", file_count="multiple", elem_id="files")
+                    with gr.Accordion("重绘 Repaint · 变体 Variations", open=False, elem_id="repaint-panel"):
+                        gr.Markdown("保留图的一部分，其余按提示词重画。点击上方的一张结果，或上传一张图。 Keep part of a "
+                                    "picture and paint the rest for the prompt: click a result above, or upload one.")
+                        with gr.Row():
+                            r_source = gr.Image(type="filepath", format="png", label="原图 Picture",
+                                                elem_id="repaint-source", height=256)
+                            r_grid = gr.Image(label="红色格子将重画 Red cells are repainted (16 x 16 grid)",
+                                              interactive=False, elem_id="repaint-grid", height=256)
+                        r_mode = gr.Radio(REPAINT_MODES, value="box", label="方式 Mode", elem_id="repaint-mode")
+                        with gr.Row():
+                            r_x0 = gr.Slider(0, GRID - 1, value=4, step=1, label="x0")
+                            r_y0 = gr.Slider(0, GRID - 1, value=4, step=1, label="y0")
+                            r_x1 = gr.Slider(1, GRID, value=12, step=1, label="x1")
+                            r_y1 = gr.Slider(1, GRID, value=12, step=1, label="y1")
+                        with gr.Row():
+                            r_rows = gr.Slider(1, GRID - 1, value=8, step=1, label="保留行数 Rows kept")
+                            r_share = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="保留比例 Share kept (variations)")
+                        r_go = gr.Button("重绘 Repaint", variant="primary", elem_id="repaint")
                 with gr.Column(scale=2):
                     with gr.Accordion("采样 Sampling", open=True):
                         # empty until the page loads the first preset's settings (so the API's defaults are empty)
@@ -603,7 +718,18 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
             job.success(lambda shown: [path for path, _ in shown or []], [gallery], [files], api_name=False,
                         show_progress="hidden", queue=False)
         # the message comes after the cancel: the browser shows a cancelled stream's last frame once more
-        stop.click(None, None, None, cancels=[event, submitted], api_name=False).then(
+        region_inputs = [r_source, r_mode, r_x0, r_y0, r_x1, r_y1, r_rows, r_share]
+        for component in region_inputs[1:]:
+            quiet(component)
+        repainted = r_go.click(gpu(studio.repaint), [r_source, prompt, style, model, *region_inputs[1:], top_k, top_p,
+                                                    temperature, guidance, seed, num_images, preview_every, history],
+                               painted, api_name="repaint", concurrency_id=PAINT_GROUP, show_progress="hidden")
+        r_go.click(None, None, [files], js="() => null", api_name=False, queue=False)
+        repainted.success(lambda shown: [path for path, _ in shown or []], [gallery], [files], api_name=False,
+                          show_progress="hidden", queue=False)
+        for trigger in (r_source.change, *(c.release for c in region_inputs[2:]), r_mode.change):
+            trigger(studio.region_overlay, region_inputs, [r_grid], api_name=False, show_progress="hidden")
+        stop.click(None, None, None, cancels=[event, submitted, repainted], api_name=False).then(
             studio.stop, [status], [status], api_name=False)
         examples.click(lambda row: row[0] if row else gr.skip(), [examples], [prompt], api_name=False)
         demo.load(studio.style_changed, [style, model], [note, top_k, top_p, temperature, guidance, examples],
@@ -616,6 +742,7 @@ def build(studio: Studio, workers: int = 1, queue_size: int = 16) -> gr.Blocks:
         dice.click(lambda: resolve_seed(-1), None, [seed], api_name=False)
         reuse_seed.click(first_seed, [used], [seed], api_name=False)
         gallery.select(chosen_seed, None, [used], api_name=False)
+        gallery.select(chosen_picture, None, [r_source], api_name=False)
         restore_file.upload(studio.restore, [restore_file],
                             [prompt, style, model, note, seed, top_k, top_p, temperature, guidance, restore_msg],
                             api_name="restore")
