@@ -315,3 +315,14 @@ def test_prompts_holding_odd_line_breaks_resume_and_merge_to_the_same_bytes(easy
     out.write_bytes(b"".join(line + b"\n" for line in lines[:cut]))
     _merge(Shard(0, 2), out, todo, 1)
     assert out.read_bytes() == data and not list(tmp_path.glob("out.tsv.part*"))
+
+
+def test_a_prompt_with_a_lone_carriage_return_is_one_rejected_row(easynlp_dir, tmp_path):
+    """No output line can hold such a row, so it is rejected with its reason; the job paints every other row
+    (before, it stopped before painting anything, on every rerun)."""
+    inp, out = tmp_path / "in.tsv", tmp_path / "out.tsv"
+    inp.write_bytes("a\t红苹果\nb\t猫\rX\nc\t宽松T恤\n".encode())
+    assert predict(easynlp_dir, inp, out) == EXIT_REJECTED
+    assert [line.split("\t")[0] for line in out.read_text(encoding="utf-8").split("\n")[:-1]] == ["a", "c"]
+    rejected = (tmp_path / "out.tsv.rejected").read_text(encoding="utf-8")
+    assert rejected.startswith("2\ta carriage return") and rejected.count("\n") == 1

@@ -307,3 +307,25 @@ def test_the_readmes_preset_table_matches_the_presets():
         else:
             named = re.findall(r"`([^`]+)`", fallback)
             assert named == [*style.fallback.models, style.fallback.template], (style.id, named)
+
+
+def test_saving_from_eight_threads_past_the_limit_loses_no_finished_picture(tmp_path, monkeypatch):
+    """Once the output folder holds its newest KEEP_PNGS, every save prunes the oldest: eight painting workers
+    saving at once must each get their own file, and the folder must keep exactly the newest ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import painter.ui.app as app
+    from painter.ui.app import Studio
+    from painter.ui.models import ModelManager
+
+    monkeypatch.setattr(app, "KEEP_PNGS", 20)
+    studio = Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"), output_dir=tmp_path)
+    picture = Image.new("RGB", (8, 8), (200, 30, 30))
+
+    def save_many(worker):
+        return [studio._save(picture, {"prompt": "猫", "seed": worker * 100 + i}) for i in range(60)]
+
+    with ThreadPoolExecutor(8) as pool:
+        paths = [p for batch in pool.map(save_many, range(8)) for p in batch]
+    assert len(paths) == 480 and len(set(paths)) == 480, "every save returned its own file, none failed"
+    assert len(list(tmp_path.glob("painter-*.png"))) == 20

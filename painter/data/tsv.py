@@ -59,6 +59,8 @@ def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
         number, cols = row
         if not cols[1].strip():
             yield RejectedRow(number, "empty text", "\t".join(cols))
+        elif "\r" in cols[0] or "\r" in cols[1]:  # a lone carriage return: no TSV line could hold the output row
+            yield RejectedRow(number, "a carriage return inside the idx or text", "\t".join(cols).replace("\r", " "))
         else:
             yield PromptRow(number, cols[0], cols[1])
 

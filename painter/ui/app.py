@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -277,15 +278,25 @@ class Studio:
         self.styles = {s.id: s for s in styles}
         self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="painter-studio-"))
         self._stops: set[str | None] = set()  # sessions whose Stop came after their job started
+        self._saving = threading.Lock()  # painting workers save and prune the output folder one at a time
         if output_dir is None:  # ours: removed when the studio exits
             atexit.register(shutil.rmtree, self.output_dir, True)
 
     def _save(self, image: Image.Image, params: dict) -> Path:
-        """A result as a PNG with its parameters; only the newest KEEP_PNGS stay on disk."""
-        path = save_png(image, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png", params)
-        pngs = sorted(self.output_dir.glob("painter-*.png"), key=lambda p: p.stat().st_mtime)
-        for old in pngs[:-KEEP_PNGS]:
-            old.unlink(missing_ok=True)
+        """A result as a PNG with its parameters; only the newest KEEP_PNGS stay on disk. Saving and pruning
+        hold one lock, so one worker's pruning never removes a file between another's listing and its stat
+        (under load that lost finished pictures); a file gone anyway (removed by hand) is simply skipped."""
+        with self._saving:
+            path = save_png(image, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png", params)
+            dated = []
+            for png in self.output_dir.glob("painter-*.png"):
+                try:
+                    dated.append((png.stat().st_mtime_ns, png))
+                except FileNotFoundError:
+                    continue
+            for _, old in sorted(dated)[:-KEEP_PNGS]:
+                if old != path:
+                    old.unlink(missing_ok=True)
         return path
 
     # -- choices ------------------------------------------------------------------------------------------
