@@ -36,6 +36,7 @@ from torch import nn
 from painter.data.files import atomic_output
 from painter.errors import CheckpointError, ConfigError, ModelNotFoundError, SamplingError
 from painter.models import VQGAN, GPTConfig, ModelConfig, PainterModel, VQGANConfig
+from painter.models.model import check_vqgan
 from painter.models.gpt import reference_attention_mask
 from painter.sampling import sampling_settings
 
@@ -68,10 +69,13 @@ class Checkpoint:
 
 
 def detect_format(model_dir: Path) -> str:
-    if (model_dir / PAINTER_WEIGHTS).is_file():
-        return "painter"
-    if (model_dir / EASYNLP_WEIGHTS).is_file():
-        return "easynlp"
+    for name, fmt in ((PAINTER_WEIGHTS, "painter"), (EASYNLP_WEIGHTS, "easynlp")):
+        path = model_dir / name
+        if path.is_file():
+            return fmt
+        if path.exists() or path.is_symlink():  # a link to /dev/zero, a folder, a dangling link
+            raise CheckpointError(f"{path} is not a regular file (a link to {os.path.realpath(path)}?); a model's "
+                                  "weights must be a file in its folder")
     found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
     raise CheckpointError(f"{model_dir} holds no weights: expected {PAINTER_WEIGHTS} (Painter) or "
                           f"{EASYNLP_WEIGHTS} (EasyNLP); found {found or 'nothing'}")
@@ -84,6 +88,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # e.g. an integer of thousands of digits, which Python refuses to convert
+        raise ConfigError(f"{path} holds a value no model config has: {str(exc)[:120]}") from None
     except RecursionError:
         raise ConfigError(f"{path} nests JSON too deeply to be a model config") from None
     if not isinstance(data, dict):
@@ -98,6 +104,10 @@ def easynlp_config(data: dict, source: Path) -> ModelConfig:
     if data["model_type"] != "artist":
         raise ConfigError(f"{source} is for model_type {data['model_type']!r}, not a pai-painter (artist) model")
     f = {**EASYNLP_DEFAULTS, **{k: v for k, v in data.items() if k in EASYNLP_DEFAULTS}}
+    for key in ("img_vocab_size", "text_vocab_size"):  # used in arithmetic below, before the model's own checks
+        value = f[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20:
+            raise ConfigError(f"{source}: {key} must be a whole number from 1 to {1 << 20}, got {value!r}")
     try:
         vqgan = VQGANConfig(**{"n_embed": f["img_vocab_size"], **data.get("vqgan", {})})
         gpt = GPTConfig(**{k: f[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd",
@@ -382,7 +392,11 @@ def build_model(checkpoint: Checkpoint, prepare: Callable[[str, nn.Module], None
             match = _BLOCK_KEY.match(key)
             groups.setdefault(match.group(1) if match else "", []).append(key)
     for name in sorted(groups, key=lambda g: (g == "", g)):  # the blocks, then the rest
-        model.load_state_dict({k: take(k).float() for k in groups[name]}, strict=False, assign=True)
+        tensors = {k: take(k).float() for k in groups[name]}
+        bad = next((k for k, t in tensors.items() if not torch.isfinite(t).all()), None)
+        if bad:  # NaN weights would paint NaN probabilities and, at worst, abort the process
+            raise CheckpointError(f"{checkpoint.path}: {bad} holds NaN or infinite values; the weights are damaged")
+        model.load_state_dict(tensors, strict=False, assign=True)
         if prepare:
             prepare(name, model.get_submodule(name))
     left = [k for k, v in model.state_dict().items() if v.is_meta]
@@ -466,9 +480,11 @@ def load_vqgan(src: str | Path) -> VQGAN:
         return build_model(checkpoint).first_stage_model
     data = _read_json(src / CONFIG_FILE)
     try:
-        config = VQGANConfig(**data["vqgan"])
+        config = check_vqgan(VQGANConfig(**data["vqgan"]))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{src / CONFIG_FILE} is not a VQGAN config: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{src / CONFIG_FILE}: {exc}") from exc
     with torch.device("meta"):
         expected = {k: v.shape for k, v in VQGAN(config).state_dict().items()}
     state = check_tensors(_load_safetensors(src / VQGAN_WEIGHTS), expected, src / VQGAN_WEIGHTS)

@@ -361,3 +361,46 @@ def test_domain_words_are_stored_in_both_layouts_and_checked(easynlp_dir, tmp_pa
         with pytest.raises(ConfigError, match="domain_words") as error:
             load_checkpoint(d)
         assert str(d / "config.json") in str(error.value)
+
+
+def test_hostile_model_folders_are_refused_with_one_clear_line(painter_dir, easynlp_dir, tmp_path):
+    """A thousands-digit integer, a number written as text, 10^7 residual blocks in a standalone VQGAN, NaN
+    weights, weights that link to a device: each a ConfigError or CheckpointError naming what is wrong, at once."""
+    import math
+    import os
+    import time
+
+    from safetensors.torch import load_file, save_file
+
+    from painter.checkpoints import build_model, load_vqgan
+    from painter.errors import CheckpointError
+
+    digits = copy_model(painter_dir, tmp_path / "digits")
+    text = (digits / "config.json").read_text()
+    (digits / "config.json").write_text(text.replace('"n_layer": 2', '"n_layer": ' + "9" * 5000, 1))
+    with pytest.raises(ConfigError, match="holds a value no model config has"):
+        load_checkpoint(digits)
+    words = copy_model(easynlp_dir, tmp_path / "words")
+    edit_config(words, text_vocab_size="21128")
+    with pytest.raises(ConfigError, match="text_vocab_size must be a whole number"):
+        load_checkpoint(words)
+    vqgan = tmp_path / "vqgan"
+    vqgan.mkdir()
+    (vqgan / "config.json").write_text(json.dumps({"vqgan": {"num_res_blocks": 10**7}}))
+    save_file({"x": torch.zeros(1)}, str(vqgan / "vqgan.safetensors"))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="num_res_blocks must be between 0 and 64"):
+        load_vqgan(vqgan)
+    assert time.monotonic() - start < 5
+    nan = copy_model(painter_dir, tmp_path / "nan")
+    state = load_file(str(nan / "model.safetensors"))
+    key = next(k for k in state if k.endswith("attn.key.weight"))
+    state[key][0, 0] = math.nan
+    save_file(state, str(nan / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{key} holds NaN"):
+        build_model(load_checkpoint(nan))
+    linked = copy_model(painter_dir, tmp_path / "linked")
+    os.remove(linked / "model.safetensors")
+    os.symlink("/dev/zero", linked / "model.safetensors")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_checkpoint(linked)

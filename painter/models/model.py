@@ -57,19 +57,8 @@ class ModelConfig:
         problems = [p for name, value, low, high in (
             ("n_layer", g.n_layer, 1, 256), ("n_head", g.n_head, 1, 256), ("n_embd", g.n_embd, 1, 16384),
             ("vocab_size", g.vocab_size, 1, 1 << 20), ("block_size", g.block_size, 1, 1 << 16),
-            ("n_unmasked", g.n_unmasked, 0, 1 << 16), ("text_len", self.text_len, 1, 1024),
-            ("vqgan.ch", v.ch, 1, 4096), ("vqgan.num_res_blocks", v.num_res_blocks, 0, 64),
-            ("vqgan.z_channels", v.z_channels, 1, 4096), ("vqgan.embed_dim", v.embed_dim, 1, 4096),
-            ("vqgan.n_embed", v.n_embed, 1, MAX_CODEBOOK), ("vqgan.resolution", v.resolution, 8, 4096),
-            ("vqgan.in_channels", v.in_channels, 1, 4), ("vqgan.out_ch", v.out_ch, 1, 4),
-            ("vqgan.norm_groups", v.norm_groups, 1, 4096))
-            if (p := _whole_number(name, value, low, high))]
-        if not isinstance(v.ch_mult, tuple) or not 1 <= len(v.ch_mult) <= 8:
-            problems.append(f"vqgan.ch_mult must list 1 to 8 channel multipliers, got {v.ch_mult!r}")
-        else:
-            problems += [p for m in v.ch_mult if (p := _whole_number("vqgan.ch_mult", m, 1, 64))]
-        if not all(isinstance(r, int) and not isinstance(r, bool) for r in v.attn_resolutions):
-            problems.append(f"vqgan.attn_resolutions must be whole numbers, got {list(v.attn_resolutions)!r}")
+            ("n_unmasked", g.n_unmasked, 0, 1 << 16), ("text_len", self.text_len, 1, 1024))
+            if (p := _whole_number(name, value, low, high))] + vqgan_bounds(v)
         for name, value in (("embd_pdrop", g.embd_pdrop), ("resid_pdrop", g.resid_pdrop),
                             ("attn_pdrop", g.attn_pdrop), ("caption_dropout", self.caption_dropout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -83,11 +72,7 @@ class ModelConfig:
                             f"({v.grid_size}x{v.grid_size} grid of a {v.resolution}px VQGAN)")
         if self.text_vocab_size <= 0:
             problems.append(f"vocab_size {g.vocab_size} leaves no room for text after {self.img_vocab_size} image codes")
-        if v.resolution % v.downsample_factor:
-            problems.append(f"resolution {v.resolution} is not divisible by the downsampling factor {v.downsample_factor}")
-        channels = [v.ch * m for m in v.ch_mult]
-        if any(c % v.norm_groups for c in channels):
-            problems.append(f"VQGAN channels {channels} are not all divisible by norm_groups {v.norm_groups}")
+        problems += vqgan_fit(v)
         if problems:
             raise ConfigError("inconsistent model config: " + "; ".join(problems))
         return self
@@ -114,6 +99,47 @@ class ModelConfig:
                        text_len=data.get("text_len", 32), caption_dropout=data.get("caption_dropout", 0.0)).validate()
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"model config is missing or has unknown fields: {exc}") from exc
+
+
+def vqgan_bounds(v: VQGANConfig) -> list[str]:
+    """Problems with a VQGAN config's fields one by one (types and sane bounds, before anything is built)."""
+    problems = [p for name, value, low, high in (
+        ("vqgan.ch", v.ch, 1, 4096), ("vqgan.num_res_blocks", v.num_res_blocks, 0, 64),
+        ("vqgan.z_channels", v.z_channels, 1, 4096), ("vqgan.embed_dim", v.embed_dim, 1, 4096),
+        ("vqgan.n_embed", v.n_embed, 1, MAX_CODEBOOK), ("vqgan.resolution", v.resolution, 8, 4096),
+        ("vqgan.in_channels", v.in_channels, 1, 4), ("vqgan.out_ch", v.out_ch, 1, 4),
+        ("vqgan.norm_groups", v.norm_groups, 1, 4096))
+        if (p := _whole_number(name, value, low, high))]
+    if not isinstance(v.ch_mult, tuple) or not 1 <= len(v.ch_mult) <= 8:
+        problems.append(f"vqgan.ch_mult must list 1 to 8 channel multipliers, got {v.ch_mult!r}")
+    else:
+        problems += [p for m in v.ch_mult if (p := _whole_number("vqgan.ch_mult", m, 1, 64))]
+    if not isinstance(v.attn_resolutions, tuple) or not all(
+            isinstance(r, int) and not isinstance(r, bool) for r in v.attn_resolutions):
+        problems.append(f"vqgan.attn_resolutions must be whole numbers, got {v.attn_resolutions!r}")
+    return problems
+
+
+def vqgan_fit(v: VQGANConfig) -> list[str]:
+    """Problems with how a (bounded) VQGAN config's sizes fit together."""
+    problems = []
+    if v.resolution % v.downsample_factor:
+        problems.append(f"resolution {v.resolution} is not divisible by the downsampling factor {v.downsample_factor}")
+    channels = [v.ch * m for m in v.ch_mult]
+    if any(c % v.norm_groups for c in channels):
+        problems.append(f"VQGAN channels {channels} are not all divisible by norm_groups {v.norm_groups}")
+    return problems
+
+
+def check_vqgan(v: VQGANConfig) -> VQGANConfig:
+    """A standalone VQGAN's config, checked as a model's is (so 10^7 residual blocks fail at once)."""
+    problems = vqgan_bounds(v)
+    if problems:
+        raise ConfigError("bad VQGAN config: " + "; ".join(problems))
+    problems = vqgan_fit(v)
+    if problems:
+        raise ConfigError("inconsistent VQGAN config: " + "; ".join(problems))
+    return v
 
 
 def _whole_number(name: str, value, low: int, high: int) -> str | None:
