@@ -1,3 +1,4 @@
+import json
 import base64
 import io
 import os
@@ -326,3 +327,21 @@ def test_a_prompt_with_a_lone_carriage_return_is_one_rejected_row(easynlp_dir, t
     assert [line.split("\t")[0] for line in out.read_text(encoding="utf-8").split("\n")[:-1]] == ["a", "c"]
     rejected = (tmp_path / "out.tsv.rejected").read_text(encoding="utf-8")
     assert rejected.startswith("2\ta carriage return") and rejected.count("\n") == 1
+
+
+def test_a_resume_by_another_job_is_refused_naming_what_differs(easynlp_dir, tmp_path):
+    """The job (model, seed, sampling, precision) is kept beside its output: another --seed or model is refused
+    with a message and nothing changed; --overwrite starts over; the same command resumes."""
+    inp, out = write_input(tmp_path / "in.tsv", n_good=3, bad=False), tmp_path / "out.tsv"
+    assert predict(easynlp_dir, inp, out, "--seed", "1", "--precision", "fp32") == 0
+    lines = out.read_bytes().split(b"\n")[:-1]
+    out.write_bytes(b"\n".join(lines[:2]) + b"\n")  # stopped after two rows
+    before = out.read_bytes()
+    assert predict(easynlp_dir, inp, out, "--seed", "2", "--precision", "fp32") == EXIT_ERROR
+    assert predict(easynlp_dir, inp, out, "--seed", "1", "--top-k", "5", "--precision", "fp32") == EXIT_ERROR
+    assert out.read_bytes() == before, "nothing changed"
+    assert predict(easynlp_dir, inp, out, "--seed", "1", "--precision", "fp32") == 0
+    assert out.read_bytes() == b"\n".join(lines) + b"\n", "the same job resumes"
+    assert predict(easynlp_dir, inp, out, "--seed", "2", "--precision", "fp32", "--overwrite") == 0
+    assert len(out.read_bytes().split(b"\n")) == 4 and out.read_bytes() != b"\n".join(lines) + b"\n"
+    assert json.loads((tmp_path / "out.tsv.job.json").read_text())["seed"] == 2

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="TSV rows idx<TAB>text<TAB>base64 PNG; re-run to resume")
     _add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="images sampled together (default 8)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the output over (its rows are discarded) instead of resuming it; one process only")
     _add_runtime_args(p)
     p.set_defaults(func=_predict)
 
@@ -371,7 +373,8 @@ def _predict(args: argparse.Namespace) -> int:
     report = predict(painter, args.input, args.output, seed=args.seed, num_images=args.num_images,
                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                      guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-                     progress=not args.quiet and (shard is None or shard.rank == 0), shard=shard)
+                     progress=not args.quiet and (shard is None or shard.rank == 0), shard=shard,
+                     overwrite=args.overwrite)
     where = f"{args.output} (rank {shard.rank} of {shard.world})" if shard else args.output
     log.info("%d image row(s) written for %s (%d were already there)", report.written, where, report.skipped)
     if report.rejected:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -45,6 +46,31 @@ class PredictReport:
 
 def rejects_path(output: Path) -> Path:
     return output.with_name(output.name + ".rejected")
+
+
+def job_path(output: Path) -> Path:
+    return output.with_name(output.name + ".job.json")
+
+
+def claim_job(output: Path, job: dict, done: int) -> None:
+    """Keep the job's identity (model, seed, images per prompt, sampling, precision) beside its output, and
+    refuse to resume an output another job began: its rows would end the file with two jobs' pictures."""
+    path = job_path(output)
+    if done:
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            earlier = None  # written before outputs kept their job: nothing to compare
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} (the job that began {output}) is unreadable: {exc}; pass --overwrite to "
+                            "start over") from None
+        if isinstance(earlier, dict):
+            differ = [f"{k} {earlier.get(k)!r} (now {job[k]!r})" for k in job if earlier.get(k) != job[k]]
+            if differ:
+                raise DataError(f"{output} was begun by another job: " + ", ".join(differ) + "; run the same "
+                                "command to resume it, choose another output file, or pass --overwrite to start over")
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 PNG_BASE64 = b"iVBORw0KGgo"  # how the base64 of every PNG begins
@@ -132,9 +158,11 @@ def write_rejects(output: Path, rejected: list[RejectedRow]) -> None:
 def predict(painter: Painter, input_path: str | Path, output_path: str | Path, seed: int = 0, num_images: int = 1,
             top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
             guidance_scale: float | None = None, batch_size: int = 8, progress: bool = True,
-            shard: Shard | None = None) -> PredictReport:
+            shard: Shard | None = None, overwrite: bool = False) -> PredictReport:
     """Paint every prompt of ``input_path`` into ``output_path``; with ``shard`` (under torchrun), this
-    process's block of the rows, merged into the output by rank 0 when every block is done."""
+    process's block of the rows, merged into the output by rank 0 when every block is done. An output begun by
+    another job (model, seed, sampling, precision: kept beside it) is resumed only by the same job, or started
+    over with ``overwrite`` (one process)."""
     output = Path(output_path)
     if batch_size < 1:
         raise SamplingError(f"--batch-size must be at least 1, got {batch_size}")
@@ -162,17 +190,26 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
         for r in rejected:
             log.warning("%s line %d rejected: %s", input_path, r.line, r.reason)
     todo = [(row, tokens, j) for row, tokens in good for j in range(num_images)]
+    identity = {"model": str(painter.model_dir or painter.name), "vqgan": painter.vqgan_id, "seed": seed,
+                "num_images": num_images, "top_k": sampling.top_k, "top_p": sampling.top_p,
+                "temperature": sampling.temperature, "guidance_scale": sampling.guidance_scale,
+                "precision": painter.precision}
     job = partial(_paint_into, painter, seed=seed, sampling=sampling, batch_size=batch_size, progress=progress)
     if group is None:
         with locked_output(output) as fh:
+            if overwrite:
+                fh.truncate(0)
             done = resume_point(output, todo)
+            claim_job(output, identity, done)
             write_rejects(output, rejected)
             if done:
                 log.info("resuming: %d image row(s) already in %s, %d to go", done, output, len(todo) - done)
             written = job(fh, output, todo[done:], done)
         return PredictReport(written=written, skipped=done, rejected=rejected)
     try:
-        return _predict_shard(job, group, output, todo, rejected, batch_size)
+        if overwrite:
+            raise DataError("--overwrite is for one process; under torchrun remove the output and its part files")
+        return _predict_shard(job, group, output, todo, rejected, batch_size, identity)
     finally:
         group.close()
 
@@ -203,7 +240,7 @@ def _paint_into(painter: Painter, fh: IO[str], output: Path, todo: Todo, done: i
 
 
 def _predict_shard(job, group: Group, output: Path, todo: Todo, rejected: list[RejectedRow],
-                   batch_size: int) -> PredictReport:
+                   batch_size: int, identity: dict) -> PredictReport:
     """This rank's block into its part file, then (rank 0) every part appended to the output in order."""
     shard = group.shard
     error, written, skipped = None, 0, 0
@@ -213,7 +250,7 @@ def _predict_shard(job, group: Group, output: Path, todo: Todo, rejected: list[R
             raise DataError(f"{stale[0]} is left by an interrupted run with another number of processes or "
                             "another --batch-size; run with those (--nproc_per_node N, --batch-size B in its "
                             "name: partRofN-bB) to finish it, or delete its part files")
-        done = group.broadcast(_merged(output, todo) if shard.rank == 0 else None)
+        done = group.broadcast(_merged(output, todo, identity) if shard.rank == 0 else None)
         block = shard.block(len(todo), batch_size)
         if block.stop > done:  # blocks already in the output (a merge cut short) are not painted again
             part = shard.part(output, batch_size)
@@ -234,10 +271,12 @@ def _predict_shard(job, group: Group, output: Path, todo: Todo, rejected: list[R
     return PredictReport(written=written, skipped=skipped, rejected=rejected)
 
 
-def _merged(output: Path, todo: Todo) -> int:
-    """How many rows the output holds (repairing a torn last line, under its lock)."""
+def _merged(output: Path, todo: Todo, identity: dict) -> int:
+    """How many rows the output holds (repairing a torn last line, under its lock), once it is this job's."""
     with locked_output(output):
-        return resume_point(output, todo)
+        done = resume_point(output, todo)
+        claim_job(output, identity, done)
+        return done
 
 
 def _merge(shard: Shard, output: Path, todo: Todo, batch_size: int) -> None:
