@@ -69,8 +69,11 @@ def claim_job(output: Path, job: dict, done: int) -> None:
             if differ:
                 raise DataError(f"{output} was begun by another job: " + ", ".join(differ) + "; run the same "
                                 "command to resume it, choose another output file, or pass --overwrite to start over")
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1), encoding="utf-8")
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1), encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot write {path} (the job beside the output): {exc.strerror or exc}") from None
 
 
 PNG_BASE64 = b"iVBORw0KGgo"  # how the base64 of every PNG begins
@@ -200,8 +203,8 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
             if overwrite:
                 fh.truncate(0)
             done = resume_point(output, todo)
-            claim_job(output, identity, done)
             write_rejects(output, rejected)
+            claim_job(output, identity, done)
             if done:
                 log.info("resuming: %d image row(s) already in %s, %d to go", done, output, len(todo) - done)
             written = job(fh, output, todo[done:], done)
