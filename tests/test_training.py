@@ -423,3 +423,24 @@ def test_training_from_encoded_data_matches_training_from_the_tsv(easynlp_dir, t
     torch.save({**stale, "vqgan": "0" * 64}, tmp_path / "stale.codes.pt")  # as if another VQGAN encoded it
     assert train(easynlp_dir, tmp_path / "stale.codes.pt", tmp_path / "refused", "--epochs", "1") == EXIT_ERROR
     assert main(["-q", "encode", str(data), "--vqgan", str(easynlp_dir), "--output", str(tmp_path / "x.pt")]) == EXIT_ERROR
+
+
+def test_two_runs_in_one_directory_at_once_are_refused(easynlp_dir, tmp_path):
+    """A second `painter train --resume` on a directory another process trains in stops at once with a
+    message, and the first run's files are untouched."""
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "painter", "-q", "train", "--model", str(easynlp_dir), "--train", str(data),
+           "--output", str(out), "--epochs", "200", "--save-every", "1000"]
+    first = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "run.json").exists():
+            time.sleep(0.05)
+        second = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert second.returncode == EXIT_ERROR and "another painter train is running" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)

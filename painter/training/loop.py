@@ -12,6 +12,7 @@ Only rank 0 writes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -141,6 +142,7 @@ def claim_output(output: Path, run_info: dict, resume: bool, overwrite: bool, di
     return True when a checkpoint is to be resumed. Every rank gets rank 0's answer."""
     resumed = False
     if dist_info.main:
+        _lock_run(Path(output))
         resumed = _check_output(Path(output), run_info, resume, overwrite)
         Path(output).mkdir(parents=True, exist_ok=True)
         if not (resumed and (Path(output) / RUN_FILE).is_file()):  # a resumed run keeps its record (and start)
@@ -151,6 +153,28 @@ def claim_output(output: Path, run_info: dict, resume: bool, overwrite: bool, di
         dist.broadcast(flag, 0)
         resumed = bool(flag.item())
     return resumed
+
+
+_RUN_LOCKS: dict[str, int] = {}  # run directory -> the open descriptor holding its lock (this process's runs)
+
+
+def _lock_run(output: Path) -> None:
+    """Hold an exclusive lock on the run directory for as long as this process trains there, so a second
+    ``painter train --resume`` on it (which would interleave two runs' checkpoints) stops at once. A process
+    that trains in the same directory again (a notebook, the tests) takes its own lock over."""
+    key = str(output.resolve())
+    held = _RUN_LOCKS.pop(key, None)
+    if held is not None:
+        os.close(held)
+    output.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunError(f"another painter train is running in {output}; wait for it to finish (or stop it), or "
+                       "choose another --output") from None
+    _RUN_LOCKS[key] = fd
 
 
 def _check_output(output: Path, run_info: dict, resume: bool, overwrite: bool) -> bool:
