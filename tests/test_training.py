@@ -444,3 +444,26 @@ def test_two_runs_in_one_directory_at_once_are_refused(easynlp_dir, tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(60)
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_earlier_checkpoint(easynlp_dir, tmp_path, monkeypatch,
+                                                                                caplog):
+    import errno
+
+    import painter.training.loop as loop
+
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    out = tmp_path / "run"
+    assert train(easynlp_dir, data, out, "--epochs", "1", "--save-every", "1") == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    real = loop.torch.save
+
+    def full(obj, fh):
+        real(obj, fh)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", full)
+    assert train(easynlp_dir, data, out, "--epochs", "2", "--save-every", "1", "--resume") == EXIT_ERROR
+    assert "the disk is full while writing" in caplog.text and "Traceback" not in caplog.text
+    assert (out / "checkpoint.pt").read_bytes() == before, "the earlier checkpoint survives"
+    assert not list(out.glob(".checkpoint.pt.*")), "no temporary file left behind"

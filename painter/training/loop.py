@@ -208,8 +208,10 @@ def save_checkpoint(output: Path, task: Task, step: int, epoch: int, position: i
         "optimizers": {k: o.state_dict() for k, o in task.optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
     }
-    with atomic_output(output / CHECKPOINT) as tmp:
-        torch.save(state, tmp)
+    # through a Python file, so that a full disk is an OSError (atomic_output's clear message, the previous
+    # checkpoint kept) rather than the RuntimeError torch's own file writer raises
+    with atomic_output(output / CHECKPOINT) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(output: Path, task: Task, schedulers: dict) -> tuple[int, int, int]:
