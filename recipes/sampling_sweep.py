@@ -18,7 +18,7 @@ from pathlib import Path
 from painter import Painter
 from painter.evaluation import retrieval
 
-SETTINGS = [(10, 0.4), (20, 0.6), (10, 0.7), (20, 0.8), (30, 0.9), (50, 1.0), (100, 1.0)]
+SETTINGS = [(10, 0.7), (20, 0.8), (30, 0.9), (50, 1.0), (100, 1.0)]
 VARIETY, STABILITY = 0.6, 0.1
 
 
