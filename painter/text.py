@@ -17,6 +17,9 @@ from painter.errors import CheckpointError, PromptError
 PAD_ID = 0
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
+# Prompts longer than this are refused everywhere (the studio, its API, predict rows, Painter): far above the 32
+# wordpieces a model reads, far below what could tie up a server (a megabyte per request was accepted once).
+MAX_PROMPT_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class TextTokenizer:
     def __call__(self, text: str) -> TokenizedPrompt:
         if not isinstance(text, str) or not text.strip():
             raise PromptError("the prompt is empty: describe the picture in a few words, e.g. 红苹果")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise PromptError(f"the prompt has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are taken (the "
+                              f"model reads its first {self.text_len} wordpieces)")
         enc = self._tok.encode(text, add_special_tokens=False)
         if not enc.ids:
             raise PromptError(f"the prompt {text!r} has no characters the model can read")

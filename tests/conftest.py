@@ -110,6 +110,14 @@ class Server:
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
+                if server.mode == "endless":  # no size at all, and bytes that never stop
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        while True:
+                            self.wfile.write(b"\0" * 65536)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
                 if server.mode == "error500":
                     server.mode = "ok"
                     self.send_error(500, "Internal Server Error")

@@ -226,6 +226,9 @@ def test_restore_from_png(server, tmp_path):
     ({"prompt": "猫", "top_k": 10**30, "seed": 1}, "top_k must be a whole number from 1 to"),  # orjson's limit
     ({"prompt": "猫", "temperature": 1e-300, "seed": 1}, "temperature must be a number from 0.05 to 2.0"),
     ({"prompt": "猫", "seed": 2**70}, "seed must be between 0 and"),
+    ({"prompt": "猫", "style": [], "seed": 1}, "style must be a name"),
+    ({"prompt": "猫", "model": {"x": 1}, "seed": 1}, "model must be a name"),
+    ({"prompt": "猫" * 5000, "seed": 1}, "prompt must be text of at most 1000"),
 ])
 def test_restoring_a_png_with_bad_parameters_restores_nothing_and_says_why(server, tmp_path, params, message):
     from painter.ui.metadata import save_png
@@ -409,3 +412,23 @@ def test_the_repaint_overlay_tints_the_cells_to_repaint():
     red = (shown[..., 0] - shown[..., 1]) > 60
     assert red[170:, :].mean() > 0.7 and red[:150, :].mean() < 0.01, "rows 10-15 tinted, rows 0-9 not"
     assert Studio.region_overlay(None, None) is None
+
+
+def test_a_prompt_of_a_million_characters_is_refused_at_once(server):
+    start = time.time()
+    with pytest.raises(Exception, match="at most 1,000 characters"):
+        Client(server, verbose=False).predict(*paint_args(prompt="猫" * 1_000_000, preview=0), api_name="/generate")
+    assert time.time() - start < 30
+
+
+def test_a_png_whose_parameters_nest_thousands_deep_has_none(tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("painter", "[" * 100_000 + "]" * 100_000)
+    Image.new("RGB", (8, 8)).save(tmp_path / "deep.png", pnginfo=info)
+    assert read_params(tmp_path / "deep.png") is None
+    info = PngImagePlugin.PngInfo()
+    info.add_text("painter", '{"seed": ' + "9" * 5000 + "}")
+    Image.new("RGB", (8, 8)).save(tmp_path / "digits.png", pnginfo=info)
+    assert read_params(tmp_path / "digits.png") is None

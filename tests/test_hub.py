@@ -283,3 +283,14 @@ def test_an_unreachable_host_fails_at_once_and_promises_no_resume(tmp_path):
     assert time.monotonic() - start < 5
     assert "painter-test.invalid" in message and "nothing was fetched" in message and "resume" not in message
     assert not (tmp_path / "m.tgz").exists()
+
+
+def test_a_download_that_never_ends_stops_at_its_bound_and_fills_no_disk(server, online, monkeypatch):
+    """No size in the registry, no Content-Length, bytes forever: the download stops at MAX_UNSIZED_BYTES with a
+    message and leaves nothing behind."""
+    monkeypatch.setattr(dl, "MAX_UNSIZED_BYTES", 3 * 2**20)
+    server.files[PATH] = b"x"
+    server.mode = "endless"
+    with pytest.raises(dl.DownloadError, match="without saying its size"):
+        dl.fetch(server.url + PATH, online / "a.tgz", retries=0, progress=False)
+    assert not (online / "a.tgz").exists() and not (online / "a.tgz.part").exists()

@@ -50,3 +50,12 @@ def test_prompt_of_only_unknown_characters_is_an_error(tok):
 def test_missing_vocab_file(tmp_path):
     with pytest.raises(CheckpointError, match="vocab.txt"):
         TextTokenizer(tmp_path / "vocab.txt")
+
+
+def test_a_prompt_far_longer_than_any_model_reads_is_refused(tok):
+    """The bound every entry point shares: 1,000 characters kept (the model reads 32 wordpieces of them)."""
+    from painter.text import MAX_PROMPT_CHARS
+
+    assert tok("猫" * MAX_PROMPT_CHARS).dropped > 0
+    with pytest.raises(PromptError, match="at most 1,000"):
+        tok("猫" * (MAX_PROMPT_CHARS + 1))

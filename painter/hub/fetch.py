@@ -36,6 +36,10 @@ CHUNK = 1 << 20
 MIN_SPEED = 1024  # bytes per second, averaged over SPEED_WINDOW: slower is a stalled server, retried
 SPEED_WINDOW = 60.0
 MAX_EXTRACTED_BYTES = 20 * 1024**3  # no pai-painter archive comes close (the large one is ~1.8 GB)
+# A download whose size neither the registry nor the server gives stops here (twice the largest pai-painter
+# archive), and every download keeps this much disk free as it goes: a server that never ends fills no disk.
+MAX_UNSIZED_BYTES = 4 * 1024**3
+KEEP_FREE_BYTES = 256 * 1024**2
 REQUIRED_FILES = ("config.json", "pytorch_model.bin", "vocab.txt")
 
 # Told (bytes so far, total bytes or None) as a download goes: the studio's progress bar.
@@ -94,6 +98,19 @@ def _check_disk(folder: Path, needed: int) -> None:
                             f"{free / 1e9:.2f} GB free (set PAINTER_CACHE to a larger disk)")
 
 
+def _check_bounds(url: str, part: Path, done: int, total: int | None) -> None:
+    """Stop a download that runs past its size (or, unsized, past MAX_UNSIZED_BYTES), or that would leave the
+    disk with less than KEEP_FREE_BYTES (checked every 64 MB)."""
+    limit = total if total is not None else MAX_UNSIZED_BYTES
+    if done > limit:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url} sent more than {limit / 1e9:.2f} GB" + ("" if total is not None else
+                            " without saying its size") + "; the download was discarded")
+    if done % (64 * CHUNK) < CHUNK and shutil.disk_usage(part.parent).free < KEEP_FREE_BYTES:
+        raise DownloadError(f"the disk holding {part.parent} is nearly full ({KEEP_FREE_BYTES // 2**20} MB left); "
+                            f"{part} is kept: free some space and try again to resume")
+
+
 def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None, retries: int = 5,
           timeout: float = 30.0, progress: bool = True, space_factor: float = 2.2,
           on_progress: Progress | None = None) -> Path:
@@ -127,6 +144,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                         bar.update(len(chunk))
                         speed.add(len(chunk))
                         done += len(chunk)
+                        _check_bounds(url, part, done, total)
                         if on_progress:
                             on_progress(done, total)
                 got = part.stat().st_size

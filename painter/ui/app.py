@@ -36,6 +36,7 @@ from painter.serving.engine import server_engine_threads
 from painter.serving.repaint import keep_mask as keep_cells
 from painter.sampling import (DEFAULT_TOP_K, GUIDANCE_RANGE, MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE,
                               SamplingConfig, resolve_seed, sampling_settings)
+from painter.text import MAX_PROMPT_CHARS
 from painter.ui.metadata import read_params, save_png
 from painter.ui.models import ModelManager
 from painter.ui.styles import StylePreset, apply_template, load_styles, template_known
@@ -48,6 +49,7 @@ AUTO = "auto"
 PAINT_GROUP = "paint"
 CREATE_TAB = "create"
 KEEP_PNGS = 200  # results kept on disk per studio run; older ones are removed
+KEEP_HISTORY = 100  # History entries per browser session (its newest); a session's state lives as long as its tab
 DOWNLOAD_POLL = 0.5  # seconds between progress updates of a download
 FRAME_GAP = 0.1  # seconds between streamed previews: each costs an encode and a message, whatever its tokens
 # The upload box's own words follow the browser's language only; ours are in both, like every label.
@@ -375,6 +377,9 @@ class Studio:
         """Checked numbers; a sampling setting left empty (None) is the model's recommended one."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise user_error("请输入提示词，例如「红苹果」。 (Type a prompt first.)")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise user_error(f"提示词太长：{len(prompt):,} 个字符，最多 {MAX_PROMPT_CHARS:,}。 (The prompt is too long: "
+                             f"at most {MAX_PROMPT_CHARS:,} characters; the model reads its first 32 wordpieces.)")
         try:
             sampling = {k: None if v is None else kind(v) for k, kind, v in
                         (("top_k", int, top_k), ("top_p", float, top_p), ("temperature", float, temperature),
@@ -476,8 +481,8 @@ class Studio:
                 return
             seeds = seeds_text(used_seed, len(images))
             if images and isinstance(images[0], Path):
-                history = [{**params, "seed": params["seed"] + i, "path": str(p)}
-                           for i, p in enumerate(images)] + history
+                history = ([{**params, "seed": params["seed"] + i, "path": str(p)}
+                            for i, p in enumerate(images)] + history)[:KEEP_HISTORY]
                 yield [(str(p), f"seed {used_seed + i}") for i, p in enumerate(images)], status, seeds, history, ""
             else:  # the previous results make way for the new picture
                 yield [], status, seeds, gr.skip(), preview_html(images)  # (history is a State)
@@ -523,8 +528,12 @@ class Studio:
                                           if k in params})
             seed = resolve_seed(params.get("seed", -1))
             prompt = params.get("prompt", "")
-            if not isinstance(prompt, str):
-                raise SamplingError(f"prompt must be text, got {prompt!r}")
+            if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+                raise SamplingError(f"prompt must be text of at most {MAX_PROMPT_CHARS} characters, got "
+                                    f"{str(prompt)[:40]!r}")
+            for field in ("style", "model"):
+                if not isinstance(params.get(field, ""), str):
+                    raise SamplingError(f"{field} must be a name, got {params[field]!r}"[:120])
         except (PainterError, TypeError) as exc:
             return [*keep, f"这张 PNG 的参数有误，未恢复 (its parameters are invalid; nothing restored): {exc}"]
         style = params.get("style") if params.get("style") in self.styles else next(iter(self.styles))

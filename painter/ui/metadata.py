@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 KEY = "painter"
+MAX_PARAMS_CHARS = 20_000  # a picture's parameters with its codes are about 1,200 characters
 FIELDS = ("prompt", "style", "model", "seed", "top_k", "top_p", "temperature", "guidance_scale", "version")
 
 
@@ -32,8 +33,10 @@ def read_params(path: str | Path) -> dict | None:
         return None
     if not raw:
         return None
+    if len(raw) > MAX_PARAMS_CHARS:  # far more than any picture's parameters and codes
+        return None
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a number of thousands of digits, nesting thousands deep
         return None
     return data if isinstance(data, dict) else None
