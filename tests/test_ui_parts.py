@@ -329,3 +329,20 @@ def test_saving_from_eight_threads_past_the_limit_loses_no_finished_picture(tmp_
         paths = [p for batch in pool.map(save_many, range(8)) for p in batch]
     assert len(paths) == 480 and len(set(paths)) == 480, "every save returned its own file, none failed"
     assert len(list(tmp_path.glob("painter-*.png"))) == 20
+
+
+def test_a_result_that_cannot_be_saved_is_one_clear_line(tmp_path, monkeypatch):
+    import errno
+
+    import painter.ui.app as app
+    from painter.errors import PainterError
+    from painter.ui.app import Studio
+    from painter.ui.models import ModelManager
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(app, "save_png", full)
+    studio = Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"), output_dir=tmp_path)
+    with pytest.raises(PainterError, match="could not be saved .*No space left on device"):
+        studio._save(Image.new("RGB", (8, 8)), {"prompt": "猫"})

@@ -299,9 +299,13 @@ def _merge(shard: Shard, output: Path, todo: Todo, batch_size: int) -> None:
             if resume_point(part, rows) != len(rows):
                 raise DataError(f"{part} is not complete; run the same command again to finish it")
             lines, _ = split_lines(part.read_bytes())
-            fh.write(b"".join(lines[max(count - block.start, 0):]).decode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                fh.write(b"".join(lines[max(count - block.start, 0):]).decode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                raise DataError(f"cannot append {part} to {output} ({exc.strerror or exc}); the parts are kept: "
+                                "free some space and run the same command again to finish the merge") from None
             count = block.stop
     for part in parts:
         part.unlink(missing_ok=True)

@@ -289,7 +289,11 @@ class Studio:
         hold one lock, so one worker's pruning never removes a file between another's listing and its stat
         (under load that lost finished pictures); a file gone anyway (removed by hand) is simply skipped."""
         with self._saving:
-            path = save_png(image, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png", params)
+            try:
+                path = save_png(image, self.output_dir / f"painter-{uuid.uuid4().hex[:12]}.png", params)
+            except OSError as exc:  # a full or read-only disk: one line for the visitor, not a traceback
+                raise PainterError(f"结果无法保存 (the result could not be saved in {self.output_dir}: "
+                                   f"{exc.strerror or exc})") from None
             dated = []
             for png in self.output_dir.glob("painter-*.png"):
                 try:
