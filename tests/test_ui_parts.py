@@ -346,3 +346,23 @@ def test_a_result_that_cannot_be_saved_is_one_clear_line(tmp_path, monkeypatch):
     studio = Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"), output_dir=tmp_path)
     with pytest.raises(PainterError, match="could not be saved .*No space left on device"):
         studio._save(Image.new("RGB", (8, 8)), {"prompt": "猫"})
+
+
+def test_a_bad_model_folder_is_listed_with_its_reason_and_the_others_work(painter_dir, easynlp_dir, tmp_path):
+    """The studio starts whatever a model folder holds: a config no model has is shown in the Models table with
+    why, and the good models paint."""
+    import json as json_module
+    import shutil as shutil_module
+
+    from painter.ui.app import Studio
+    from painter.ui.models import ModelManager
+
+    bad = shutil_module.copytree(easynlp_dir, tmp_path / "bad-model")
+    config = json_module.loads((bad / "config.json").read_text())
+    config["text_vocab_size"] = "21128"
+    (bad / "config.json").write_text(json_module.dumps(config))
+    manager = ModelManager(extra=[str(bad), str(painter_dir)], device="cpu", precision="fp32")
+    assert painter_dir.name in manager.names and "bad-model" not in manager.names
+    rows = {row[0]: row for row in Studio(manager, load_styles(ROOT / "styles")).models_table()}
+    assert "cannot load" in rows["bad-model"][5] and "text_vocab_size" in rows["bad-model"][5]
+    assert manager.get(painter_dir.name).generate("红苹果", seed=0)[0][0].size == (16, 16)

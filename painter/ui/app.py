@@ -572,8 +572,11 @@ class Studio:
         return f"已停止 Stopped{(' at ' + first.split(' · ')[0]) if ' / ' in first else ''}."
 
     def models_table(self) -> list[list]:
-        return [[e.name, e.family, e.size, f"{e.megabytes:.1f}", e.source, e.licence, "yes" if e.guidance else "no"]
-                for e in (self.manager.entry(n) for n in self.manager.names)]
+        """Installed models, then the folders that could not be listed, each with why."""
+        return ([[e.name, e.family, e.size, f"{e.megabytes:.1f}", e.source, e.licence, "yes" if e.guidance else "no"]
+                 for e in (self.manager.entry(n) for n in self.manager.names)]
+                + [[name, "—", "—", "", source, f"无法加载 cannot load: {why}", ""]
+                   for name, (source, why) in self.manager.broken.items()])
 
     def download_commands(self) -> str:
         lines = [f"- `{n}` ({m.get('domain', '')}, {m.get('licence', '')}, {download_size(m)}): `painter download {n}`"

@@ -45,12 +45,14 @@ class ModelEntry:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) / 1e6
 
 
-def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
+def _entry(name: str, path: Path, source: str) -> ModelEntry | str:
+    """The model's entry, or why its folder cannot be listed (the studio starts whatever a folder holds)."""
     try:
         config, _ = read_config(path)
-    except PainterError as exc:
-        log.warning("model %s at %s skipped: %s", name, path, exc)
-        return None
+    except Exception as exc:  # a PainterError names the problem; anything else is still one folder's, not ours
+        reason = str(exc) if isinstance(exc, PainterError) else f"{type(exc).__name__}: {exc}"
+        log.warning("model %s at %s skipped: %s", name, path, reason)
+        return reason[:300]
     known = hub.registry().get(name, {})
     family = known.get("family") or "custom"
     size = known.get("size") or ("large" if config.gpt.n_layer >= 24 else "base")
@@ -79,6 +81,7 @@ class ModelManager:
         if engine_threads is not None:  # the owner of the cores loads and paints every model with them
             Painter.set_engine_threads(engine_threads)
         self._entries: dict[str, ModelEntry] = {}
+        self.broken: dict[str, tuple[str, str]] = {}  # folders that could not be listed: name -> (source, why)
         self._loaded: dict[str, Painter] = {}
         self._errors: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -100,7 +103,9 @@ class ModelManager:
     def _add(self, name: str, path: Path, source: str) -> None:
         if path.is_dir():
             entry = _entry(name, path, source)
-            if entry:
+            if isinstance(entry, str):
+                self.broken[name] = (source, entry)
+            else:
                 self._entries[name] = entry
                 self._locks[name] = threading.Lock()
 
