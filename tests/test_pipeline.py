@@ -168,3 +168,30 @@ def test_painting_from_many_threads_keeps_one_openmp_pool(painter_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     before, during = map(int, out.stdout.split()[-2:])
     assert during == before + 4, (before, during)
+
+
+def test_loading_a_model_never_stops_another_models_painting(painter_dir, monkeypatch):
+    """A load takes seconds to minutes; it runs apart from the owner of the cores, so a model already loaded
+    paints on meanwhile."""
+    import threading
+
+    from painter import Painter
+
+    painter = Painter.from_pretrained(painter_dir, device="cpu", precision="fp32")
+    painter.generate("红苹果", seed=0)
+    real = Painter._from_pretrained
+    loading = threading.Event()
+
+    def slow_load(*args):
+        loading.set()
+        time.sleep(3)
+        return real(*args)
+
+    monkeypatch.setattr(Painter, "_from_pretrained", staticmethod(slow_load))
+    other = threading.Thread(target=Painter.from_pretrained, args=(painter_dir,), kwargs={"device": "cpu"})
+    other.start()
+    loading.wait(10)
+    start = time.perf_counter()
+    painter.generate("宽松T恤", seed=1)
+    assert time.perf_counter() - start < 2.5, "painting waited for another model's load"
+    other.join(30)

@@ -6,14 +6,16 @@ and every small op pays a futex wake-up. A picture is 256 steps of small ops, so
 thread and a caller's thread (decoding its pictures) both had pools, a script's picture took 2-2.5x longer on a
 2-core CPU, even after the other thread went idle (a pool lives as long as its thread).
 
-The rule: model loading and preparation, every engine's token steps (all models', in turns), decodes and
-previews run on the owner's thread; callers (a script's main thread, Gradio's workers, the server's threads)
-hand work over with ``OWNER.call`` or ``Engine.submit`` and wait, running no torch op that could open a parallel
-region. So a process has one busy pool, whatever the number of callers and models.
+The rule: every engine's token steps (all models', in turns), decodes and previews run on the owner's thread;
+callers (a script's main thread, Gradio's workers, the server's threads) hand work over with ``OWNER.call`` or
+``Engine.submit`` and wait, running no torch op that could open a parallel region. So a process has one busy
+pool, whatever the number of callers and models. Loading a model is the one exception: it takes seconds to
+minutes, which on the owner would stop every other model's painting, so it runs on a thread of its own that
+ends with the load (``apart``), and its pool ends with it.
 
 Work is interleaved: the owner runs one queued job (a decode, a preview, a load), then one token step of each
 engine with requests, and so on; a decode waits for at most one step, and a step for at most one job. A job
-that itself waits for the owner (a load whose quality check paints) runs on the owner and drives the engines
+that itself waits for the owner runs on the owner and drives the engines
 while it waits, so nothing deadlocks. The owner sleeps when there is nothing to do.
 """
 
@@ -136,3 +138,24 @@ class CoreOwner:
 
 
 OWNER = CoreOwner()
+
+
+def apart(fn: Callable[..., T], *args, **kwargs) -> T:
+    """Run ``fn`` on a new thread that ends when it returns, and return its result (or raise its exception).
+    Long work (loading a model) neither stops the owner nor leaves an OpenMP pool on the caller's thread:
+    libgomp frees a thread's pool when the thread ends."""
+    result: list = []
+
+    def run():
+        try:
+            result.append((True, fn(*args, **kwargs)))
+        except BaseException as exc:  # handed to the caller
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="painter-load", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value

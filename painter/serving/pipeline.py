@@ -29,7 +29,7 @@ from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, auto_candidates, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, resolve_seed
-from painter.serving.cores import OWNER
+from painter.serving.cores import OWNER, apart
 from painter.serving.engine import Engine, default_max_batch
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
 from painter.serving.repaint import (RepaintError, codes_from_text, codes_text, keep_mask, mask_text, stored_codes,
@@ -98,9 +98,10 @@ class Painter:
         ``fp16`` (GPU) and ``int8`` (CPU: int8 GPT, bf16 decoder where the CPU has it) are faster; ``auto``
         picks the fastest of them that is usable on the device and passes this model's quality check
         (serving/quality.py; run once per model and device, then cached), falling back to fp32.
-        The model is loaded and prepared on the owner of the cores, as everything else it runs.
+        The model is loaded on a thread of its own (``cores.apart``), so that a load never stops other models'
+        painting and leaves no OpenMP pool on the caller's thread.
         """
-        return OWNER.call(cls._from_pretrained, name_or_path, device, precision)
+        return apart(cls._from_pretrained, name_or_path, device, precision)
 
     @classmethod
     def _from_pretrained(cls, name_or_path: str | Path, device: str, precision: str) -> "Painter":
