@@ -13,10 +13,10 @@ pool, whatever the number of callers and models. Loading a model is the one exce
 minutes, which on the owner would stop every other model's painting, so it runs on a thread of its own that
 ends with the load (``apart``), and its pool ends with it.
 
-Work is interleaved: the owner runs one queued job (a decode, a preview, a load), then one token step of each
+Work is interleaved: the owner runs one queued job (a decode, a preview), then one token step of each
 engine with requests, and so on; a decode waits for at most one step, and a step for at most one job. A job
-that itself waits for the owner runs on the owner and drives the engines
-while it waits, so nothing deadlocks. The owner sleeps when there is nothing to do.
+that itself waits for the owner drives the engines while it waits, so nothing deadlocks. The owner sleeps when
+there is nothing to do.
 """
 
 from __future__ import annotations
