@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from painter.serving.cli import EXIT_ERROR, EXIT_REJECTED, main
@@ -40,8 +41,8 @@ def test_predict_end_to_end_with_rejected_rows(easynlp_dir, tmp_path):
     assert rows[0][2] != rows[1][2]  # image 1 uses seed + 1
     rejected = [line.split("\t") for line in (tmp_path / "out.tsv.rejected").read_text(encoding="utf-8").splitlines()]
     assert [(r[0], r[1].split(" ")[0]) for r in rejected] == [
-        ("3", "expected"), ("4", "empty"), ("5", "none"), ("6", "not"), ("7", "expected")]
-    assert "UTF-8" in rejected[3][1] and "4 column" in rejected[4][1]
+        ("3", "expected"), ("4", "empty"), ("5", "none"), ("6", "not"), ("7", "the")]
+    assert "UTF-8" in rejected[3][1] and "is not x0,y0,x1,y1" in rejected[4][1]  # four columns: a repaint row
 
 
 def test_training_tsv_is_accepted_and_clean_run_exits_zero(easynlp_dir, tmp_path):
@@ -346,3 +347,34 @@ def test_a_resume_by_another_job_is_refused_naming_what_differs(easynlp_dir, tmp
     assert predict(easynlp_dir, inp, out, "--seed", "2", "--precision", "fp32", "--overwrite") == 0
     assert len(out.read_bytes().split(b"\n")) == 4 and out.read_bytes() != b"\n".join(lines) + b"\n"
     assert json.loads((tmp_path / "out.tsv.job.json").read_text())["seed"] == 2
+
+
+def test_predict_repaints_rows_that_carry_a_picture_and_a_box(tmp_path):
+    """idx<TAB>text<TAB>imgbase64<TAB>x0,y0,x1,y1 repaints that box of the picture (in cells), in the same running
+    batch as the plain rows; a bad picture or box is a rejected row."""
+    import base64 as b64
+
+    from painter import Painter
+    from painter.checkpoints import save_painter
+    from painter.data.images import picture_params, png_bytes, png_info
+    from painter.serving.repaint import keep_mask
+    from conftest import VOCAB
+    from test_app import slow_model
+
+    model = save_painter(slow_model(), VOCAB, tmp_path / "slow")
+    painter = Painter.from_pretrained(model, device="cpu", precision="fp32")
+    source = painter.generate("红苹果", seed=3)[0][0]
+    picture = b64.b64encode(png_bytes(source, png_info(picture_params(source)))).decode()
+    inp, out = tmp_path / "in.tsv", tmp_path / "out.tsv"
+    inp.write_text(f"a\t狐狸\t{picture}\t4,4,12,12\nb\t红苹果\nc\t狐狸\tnot-base64\t0,0,4,4\n"
+                   f"d\t狐狸\t{picture}\t0,0,20,4\n", encoding="utf-8")
+    assert predict(model, inp, out, "--precision", "fp32") == EXIT_REJECTED
+    rows = [line.split("\t") for line in out.read_text(encoding="utf-8").split("\n")[:-1]]
+    assert [r[0] for r in rows] == ["a", "b"]
+    repainted = Image.open(io.BytesIO(base64.b64decode(rows[0][2])))
+    keep = keep_mask(16, box=(4, 4, 12, 12))
+    before, after = painter.image_codes(source), painter.image_codes(repainted)
+    assert torch.equal(after[keep], before[keep]) and not torch.equal(after, before)
+    rejected = (tmp_path / "out.tsv.rejected").read_text(encoding="utf-8")
+    assert "\nc" not in rejected and rejected.startswith("3\t") and "\n4\t" in rejected and "not a region" in rejected
+

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 import io
 import math
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 
 def eight_bit(images: torch.Tensor) -> torch.Tensor:
@@ -34,9 +35,31 @@ def png_bytes(image: Image.Image, pnginfo=None) -> bytes:
     return buf.getvalue()
 
 
+PARAMS_KEY = "painter"  # the PNG text chunk holding a picture's parameters (and codes) as JSON
+PARAMS_FIELDS = ("prompt", "style", "model", "seed", "top_k", "top_p", "temperature", "guidance_scale", "version")
+
+
+def png_info(params: dict) -> PngImagePlugin.PngInfo:
+    """PNG text chunks for a picture's parameters: one JSON chunk for machines (restore, repaint) and one
+    readable chunk per field for people."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMS_KEY, json.dumps(params, ensure_ascii=False))
+    for k in PARAMS_FIELDS:
+        if k in params:
+            info.add_itxt(k, str(params[k]))
+    return info
+
+
+def picture_params(image: Image.Image) -> dict:
+    """What Painter put in a picture's ``info`` (its parameters, codes and VQGAN id), ready for ``png_info``."""
+    return {k: v for k, v in image.info.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+
+
 def png_base64(image: Image.Image) -> str:
-    """Standard base64 of a PNG, as the reference writes ``gen_imgbase64``."""
-    return base64.b64encode(png_bytes(image)).decode("ascii")
+    """Standard base64 of a PNG, as the reference writes ``gen_imgbase64``, carrying the picture's parameters
+    and codes when Painter painted it (text chunks, which EasyNLP's readers ignore)."""
+    params = picture_params(image)
+    return base64.b64encode(png_bytes(image, png_info(params) if params else None)).decode("ascii")
 
 
 class ImageDecodeError(ValueError):

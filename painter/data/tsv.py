@@ -14,6 +14,8 @@ class PromptRow:
     line: int  # 1-based line number in the file
     idx: str
     text: str
+    image: str = ""  # a repaint row's picture (base64), with the box of cells to repaint
+    box: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,9 @@ def tsv_rows(path: str | Path, columns: tuple[int, ...], layout: str) -> Iterato
 
 
 def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
-    """Rows ``idx<TAB>text[<TAB>anything]`` (so a training TSV works too); blank lines are skipped."""
-    for row in tsv_rows(path, (2, 3), "idx<TAB>text (optionally <TAB>image)"):
+    """Rows ``idx<TAB>text[<TAB>anything]`` (so a training TSV works too), or ``idx<TAB>text<TAB>imgbase64<TAB>
+    x0,y0,x1,y1`` to repaint that box of the picture (in cells); blank lines are skipped."""
+    for row in tsv_rows(path, (2, 3, 4), "idx<TAB>text (optionally <TAB>image, or <TAB>image<TAB>box to repaint)"):
         if isinstance(row, RejectedRow):
             yield row
             continue
@@ -61,8 +64,24 @@ def read_prompt_rows(path: str | Path) -> Iterator[PromptRow | RejectedRow]:
             yield RejectedRow(number, "empty text", "\t".join(cols))
         elif "\r" in cols[0] or "\r" in cols[1]:  # a lone carriage return: no TSV line could hold the output row
             yield RejectedRow(number, "a carriage return inside the idx or text", "\t".join(cols).replace("\r", " "))
+        elif len(cols) == 4:
+            box = parse_box(cols[3])
+            if box is None:
+                yield RejectedRow(number, f"the box {cols[3][:40]!r} is not x0,y0,x1,y1 (whole numbers, in cells)",
+                                  "\t".join(cols[:2] + ["…", cols[3][:40]]))
+            else:
+                yield PromptRow(number, cols[0], cols[1], cols[2], box)
         else:
             yield PromptRow(number, cols[0], cols[1])
+
+
+def parse_box(text: str) -> tuple[int, int, int, int] | None:
+    """"x0,y0,x1,y1" -> four whole numbers (a repaint's box, in cells), or None when it is not that."""
+    try:
+        box = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return box if len(box) == 4 else None
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], bytes]:

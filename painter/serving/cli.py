@@ -311,11 +311,10 @@ def _train_vqgan(args: argparse.Namespace) -> int:
 
 
 def _box(text: str) -> tuple[int, ...]:
-    try:
-        box = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4:
+    from painter.data.tsv import parse_box
+
+    box = parse_box(text)
+    if box is None:
         raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 (four whole numbers, in cells), got {text!r}")
     return box
 
@@ -326,6 +325,7 @@ def _paint(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from painter.data.files import atomic_output
+    from painter.data.images import picture_params
     from painter.serving.pipeline import Painter
     from painter.ui.metadata import save_png
 
@@ -353,7 +353,7 @@ def _paint(args: argparse.Namespace) -> int:
     paths = [output] if len(images) == 1 else [output.with_name(f"{output.stem}-{j}.png") for j in range(len(images))]
     for image, path in zip(images, paths):
         with atomic_output(path) as tmp:
-            save_png(image, tmp, {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))})
+            save_png(image, tmp, picture_params(image))
         log.info("wrote %s (seed %s)", path, image.info.get("seed"))
     return 0
 

@@ -198,18 +198,33 @@ class Painter:
         whenever the server sends a frame. The caller's own thread count is left as it is."""
         OWNER.threads = threads
 
-    def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> torch.Tensor:
-        """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch."""
-        tickets = self.engine.submit_all([(tokens.ids, [seed]) for tokens, seed in rows], sampling)
+    def codes(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig,
+              regions: Sequence[tuple[torch.Tensor, torch.Tensor] | None] | None = None) -> torch.Tensor:
+        """The image codes [B, img_len] for each (prompt tokens, seed) row, all in the running batch. With
+        ``regions``, a row's (cells to keep, codes) from ``region()`` repaints that picture."""
+        regions = regions or [None] * len(rows)
+        plain = [i for i, region in enumerate(regions) if region is None]
+        tickets = dict(zip(plain, self.engine.submit_all([(rows[i][0].ids, [rows[i][1]]) for i in plain], sampling)))
+        for i, region in enumerate(regions):  # each repaint its own request, in the same running batch
+            if region is not None:
+                tickets[i] = self.engine.submit(rows[i][0].ids, [rows[i][1]], sampling, keep=region[0],
+                                                forced=region[1])
+        tickets = [tickets[i] for i in range(len(rows))]
         try:
             return torch.cat([ticket.result() for ticket in tickets])
         finally:  # a failed row ends the call: its other rows stop painting, even if the error is kept alive
             for ticket in tickets:
                 ticket.cancel()
 
-    def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig) -> list[Image.Image]:
-        """One batch: an image for each (prompt tokens, seed) row, with one batched decode."""
-        return self.decode(self.codes(rows, sampling))
+    def paint(self, rows: Sequence[tuple[TokenizedPrompt, int]], sampling: SamplingConfig,
+              regions: Sequence[tuple[torch.Tensor, torch.Tensor] | None] | None = None) -> list[Image.Image]:
+        """One batch: an image for each (prompt tokens, seed) row (``regions``: see ``codes``), decoded; each
+        carries its codes and VQGAN id in ``info`` (so the PNG it becomes can be repainted exactly)."""
+        codes = self.codes(rows, sampling, regions)
+        images = self.decode(codes)
+        for image, row in zip(images, codes):
+            image.info.update({"codes": codes_text(row), "vqgan": self.vqgan_id})
+        return images
 
     @torch.inference_mode()
     def decode_tensors(self, codes: torch.Tensor) -> torch.Tensor:

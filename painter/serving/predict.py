@@ -22,7 +22,7 @@ from typing import IO, Iterator
 from tqdm import tqdm
 
 from painter.data.files import atomic_output
-from painter.data.images import png_base64
+from painter.data.images import ImageDecodeError, decode_base64_image, png_base64
 from painter.data.tsv import PromptRow, RejectedRow, read_prompt_rows, split_lines, tsv_line
 from painter.errors import DataError, PainterError, SamplingError
 from painter.sampling import image_seeds, resolve_seed
@@ -181,13 +181,17 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
 
     good: list[tuple[PromptRow, TokenizedPrompt]] = []
     rejected: list[RejectedRow] = []
+    regions: dict[int, tuple] = {}  # line -> (cells to keep, codes) of a repaint row
     for row in read_prompt_rows(input_path):
         if isinstance(row, RejectedRow):
             rejected.append(row)
             continue
         try:
-            good.append((row, painter.tokenize(row.text)))
-        except PainterError as exc:
+            tokens = painter.tokenize(row.text)
+            if row.box is not None:
+                regions[row.line] = painter.region(decode_base64_image(row.image), box=row.box)
+            good.append((row, tokens))
+        except (PainterError, ImageDecodeError) as exc:
             rejected.append(RejectedRow(row.line, str(exc), f"{row.idx}\t{row.text}"))
     if not shard or shard.rank == 0:
         for r in rejected:
@@ -197,7 +201,8 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
                 "num_images": num_images, "top_k": sampling.top_k, "top_p": sampling.top_p,
                 "temperature": sampling.temperature, "guidance_scale": sampling.guidance_scale,
                 "precision": painter.precision}
-    job = partial(_paint_into, painter, seed=seed, sampling=sampling, batch_size=batch_size, progress=progress)
+    job = partial(_paint_into, painter, seed=seed, sampling=sampling, batch_size=batch_size, progress=progress,
+                  regions=regions)
     if group is None:
         with locked_output(output) as fh:
             if overwrite:
@@ -218,7 +223,7 @@ def predict(painter: Painter, input_path: str | Path, output_path: str | Path, s
 
 
 def _paint_into(painter: Painter, fh: IO[str], output: Path, todo: Todo, done: int, seed: int, sampling,
-                batch_size: int, progress: bool) -> int:
+                batch_size: int, progress: bool, regions: dict) -> int:
     """Append the rows of ``todo`` to ``fh`` (``output``, holding ``done`` rows), each batch flushed to disk;
     returns how many were written."""
     bar = tqdm(total=len(todo) + done, initial=done, unit="img", disable=not progress, desc="painting")
@@ -226,7 +231,8 @@ def _paint_into(painter: Painter, fh: IO[str], output: Path, todo: Todo, done: i
     try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            images = painter.paint([(tokens, seed + j) for _, tokens, j in chunk], sampling)
+            images = painter.paint([(tokens, seed + j) for _, tokens, j in chunk], sampling,
+                                   [regions.get(row.line) for row, _, _ in chunk])
             fh.write("".join(tsv_line(row.idx, row.text, png_base64(im)) for (row, _, _), im in zip(chunk, images)))
             fh.flush()
             os.fsync(fh.fileno())

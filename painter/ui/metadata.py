@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
-KEY = "painter"
+from painter.data.images import PARAMS_KEY as KEY
+from painter.data.images import png_info
+
 MAX_PARAMS_CHARS = 20_000  # a picture's parameters with its codes are about 1,200 characters
-FIELDS = ("prompt", "style", "model", "seed", "top_k", "top_p", "temperature", "guidance_scale", "version")
 
 
 def save_png(image: Image.Image, path: str | Path, params: dict) -> Path:
     """PNG with one JSON chunk (``painter``) for machines and one readable chunk per field for people."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(KEY, json.dumps(params, ensure_ascii=False))
-    for k in FIELDS:
-        if k in params:
-            info.add_itxt(k, str(params[k]))
-    image.save(path, format="PNG", pnginfo=info)
+    image.save(path, format="PNG", pnginfo=png_info(params))
     return Path(path)
 
 
