@@ -92,15 +92,17 @@ train_gpt() {
 }
 if [[ ! -s $OUT/bundled-large/model.safetensors ]]; then
   stamp "gpts: start"
-  train_gpt bundled-large "$EPOCHS_LARGE" 1 &
-  large=$!
   if [[ ! -s $OUT/bundled-base/model.safetensors ]]; then
+    train_gpt bundled-large "$EPOCHS_LARGE" 1 &
+    large=$!
     train_gpt bundled-base "$EPOCHS_BASE" 1
     stamp "gpts: base done"
     OMP_NUM_THREADS=1 ship bundled-base
+    # stop the training process itself (it saves a checkpoint), not only the subshell that started it: a
+    # second run resumed beside the first once interleaved two runs in one directory (now also locked out)
+    pkill -TERM -P "$large" 2>/dev/null || true
+    wait "$large" || true
   fi
-  kill -TERM "$large" 2>/dev/null || true
-  wait "$large" || true
   train_gpt bundled-large "$EPOCHS_LARGE" 2
   stamp "gpts: large done"
 fi
