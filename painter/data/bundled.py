@@ -296,7 +296,8 @@ def attribution(summary: dict) -> str:
     lines += ["", "Photographs (square crops, captioned by hand in Chinese):", ""]
     lines += [f"- {p.credit} ({p.licence})" for p in PHOTOS]
     lines += ["", "Product shots, scenes and ink paintings are drawn by Painter's own renderers "
-              "(`painter/data/renderers.py`) from the emoji above; calligraphy is written in LXGW WenKai.", "",
+              "(`painter/data/renderers.py`) from the emoji above (their seals use LXGW WenKai)"
+              + ("; calligraphy is written in LXGW WenKai." if "calligraphy" in summary["by_style"] else "."), "",
               "## Counts", "", "| style or domain | pictures |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(summary["by_style"].items())]
     lines += ["", f"{summary['pictures']} pictures; {summary['train_rows']} training rows, "
