@@ -269,3 +269,43 @@ def test_compare_shows_two_equal_square_panels_that_keep_their_size(browser, stu
     assert browser.execute_script(PANELS) == before, "the panels kept their size"
     images = browser.find_elements(By.CSS_SELECTOR, ".painter-compare img[alt=png]")
     assert len(images) == 2 and all(int(i.get_attribute("naturalWidth")) >= 256 for i in images)
+
+
+def test_repaint_a_result_in_the_browser(browser, studio_url, tmp_path):
+    """Paint, pick the result, repaint the default box: the new picture keeps every cell outside the box (its
+    PNG's codes) and changes inside it."""
+    import urllib.request
+
+    import torch
+
+    from painter.serving.repaint import codes_from_text, keep_mask
+    from painter.ui.metadata import read_params
+
+    def result_png(driver, name) -> Path:
+        src = driver.find_element(By.CSS_SELECTOR, "#gallery img").get_attribute("src")
+        path = tmp_path / name
+        path.write_bytes(urllib.request.urlopen(src, timeout=30).read())
+        return path
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(studio_url)
+    prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    choose(browser, "model", "slow")
+    prompt.send_keys("红苹果")
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait.until(lambda d: "256 / 256 tokens" in d.find_element(By.CSS_SELECTOR, "#status").text)
+    source = result_png(browser, "source.png")
+    browser.find_element(By.CSS_SELECTOR, "#gallery img").click()  # the picture to repaint
+    browser.find_element(By.CSS_SELECTOR, "#repaint-panel button").click()  # open the panel
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#repaint-source img"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#repaint-grid img"))  # the snapped region shown
+    browser.execute_script("document.querySelector('#status').innerText = ''")
+    browser.find_element(By.CSS_SELECTOR, "#repaint").click()
+    wait.until(lambda d: "256 / 256 tokens" in d.find_element(By.CSS_SELECTOR, "#status").text)
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#gallery img").get_attribute("src") != "" and
+               result_png(d, "check.png").read_bytes() != source.read_bytes())
+    repainted = result_png(browser, "repainted.png")
+    before, after = (codes_from_text(read_params(p)["codes"], 256, 128) for p in (source, repainted))
+    keep = keep_mask(16, box=(4, 4, 12, 12))
+    assert torch.equal(after[keep], before[keep]) and not torch.equal(after[~keep], before[~keep])
+    browser.save_screenshot(str(tmp_path / "repaint.png"))
