@@ -308,3 +308,26 @@ def test_repaint_a_result_in_the_browser(browser, studio_url, tmp_path):
     keep = keep_mask(16, box=(4, 4, 12, 12))
     assert torch.equal(after[keep], before[keep]) and not torch.equal(after[~keep], before[~keep])
     browser.save_screenshot(str(tmp_path / "repaint.png"))
+
+
+def test_stop_right_after_paint_never_shows_error(browser, studio_url):
+    """Stop pressed within a fraction of a second of Paint (before the first frame) says 已停止 Stopped; neither
+    the status nor any toast says "Error" on the way."""
+    wait = WebDriverWait(browser, 120)
+    browser.get(studio_url)
+    prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
+    choose(browser, "model", "slow")
+    prompt.send_keys("红苹果")
+    browser.execute_script(RECORD_STATUS + """
+window.__errors = [];
+new MutationObserver(() => { for (const e of document.querySelectorAll('.error')) {
+    const r = e.getBoundingClientRect(), style = getComputedStyle(e);
+    if (/Error/.test(e.innerText) && e.offsetParent !== null && r.width > 0 && style.visibility !== 'hidden'
+        && style.opacity !== '0') { const b = e.closest('[id]'); window.__errors.push((b ? b.id : '?') + ': ' + e.innerText); } } })
+  .observe(document.body, {subtree: true, childList: true, characterData: true});""")
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    time.sleep(0.15)
+    browser.find_element(By.CSS_SELECTOR, "#stop").click()
+    wait.until(lambda d: "已停止 Stopped" in d.find_element(By.CSS_SELECTOR, "#status").text)
+    time.sleep(1.5)
+    assert browser.execute_script("return window.__errors") == [], browser.execute_script("return window.__errors")

@@ -62,6 +62,9 @@ STUDIO_HEAD = """<style>
 #restore [data-testid="upload-text"]::after { content: "拖入或点击上传 PNG · Drop or click to upload a PNG";
     font-size: var(--text-md); }
 #gallery .grid-wrap.fixed-height { max-height: none !important; }
+/* A job stopped before its first frame marks its outputs "Error" (Gradio's tracker of a cancelled event);
+   the status line says 已停止 Stopped, and a real failure comes as a message, so the marks are not shown. */
+#status .error, #preview .error, #gallery .error, #used .error, #files .error { display: none !important; }
 #gallery .thumbnail-item { max-width: 448px; max-height: 448px; margin: auto; }
 .painter-previews { display: grid; grid-template-columns: repeat(2, 1fr); gap: 8px; }
 .painter-previews img { width: 100%; image-rendering: auto; border-radius: 8px; }
