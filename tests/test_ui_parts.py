@@ -159,7 +159,7 @@ def test_stop_says_it_stopped_and_cancels_enter_too():
     assert Studio.stopped("") == "已停止 Stopped."
     config = build(_studio()).get_config_file()
     cancelling = [d for d in config["dependencies"] if d.get("cancels")]
-    assert len(cancelling) == 1 and len(cancelling[0]["cancels"]) == 2, "Stop cancels the button's and Enter's jobs"
+    assert len(cancelling) == 1 and len(cancelling[0]["cancels"]) == 3, "Stop cancels the button's, Enter's and Repaint's jobs"
 
 
 def test_after_stop_a_job_sends_nothing_more_and_other_browsers_paint_on(tmp_path):

@@ -111,6 +111,8 @@ def quiet(component: gr.components.Component) -> gr.components.Component:
             return check(payload)
         except gr.Error as exc:
             raise user_error(str(exc.message)) from None
+        except (TypeError, ValueError) as exc:  # a value of the wrong kind, e.g. text for a number
+            raise user_error(f"{component.label}: {payload!r} is not a valid value ({exc})") from None
 
     component.preprocess = preprocess
     return component
