@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled 128x128 model pair from scratch: data, VQGAN, base and large GPTs, evaluation,
-# shipping, all on a 2-core CPU within one working session (the GPTs in under 90 minutes each). Run it again
+# shipping, all on a 2-core CPU within one working session (each GPT in at most 150 minutes). Run it again
 # after an interruption anywhere and it continues:
 #  - a stage whose output is committed (recipes/bundled/manifest.tsv, assets/models/bundled-*) is skipped;
 #  - a training stage resumes from its last checkpoint in $RUNS (or starts again on a new machine).
@@ -16,6 +16,8 @@
 #   - base, 20 passes: 3,300 x 20 x 256 / 6,500 = 2,600 s (44 min) -> EPOCHS_BASE = 20 / 3.96 = 5;
 #   - large runs beside base and its shipping (~60 min at ~4,400), then alone on 2 threads (~6,500):
 #     40 passes = 33.8 M tokens = 3,600 s x 4,400 + 2,770 s x 6,500 (106 min) -> EPOCHS_LARGE = 40 / 3.96 = 10.
+#   Measured on 2026-12-03 (the runs' logs): base 6,354 tokens/s, 45 min; large 4,241 beside base and 5,271 on
+#   two threads (shared with tests for a while), 116 min.
 #   On a GPU, recipes/bundled-gpu.sh trains the GPTs on the --full set instead (FULL=1), then runs this
 #   recipe, which finds them trained and converts, evaluates and ships them.
 set -euo pipefail
