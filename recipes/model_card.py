@@ -66,6 +66,10 @@ prompts in them for this model only. It keeps the pai-painter token layout (32 C
 256 image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
 Trained with caption dropout {caption_dropout}.
 
+**Limits.** It paints the presets' domains (a product on white, a scene to the edges, ink on rice paper) but not
+yet recognisable subjects: its VQGAN encodes a white background as several interchangeable codes, noise the GPT
+memorises but cannot reproduce when sampling (measured in `docs/bundled-models.md`).
+
 ## Data and licences
 `painter data bundled` (pinned packages; manifest `{manifest}`). Every source allows
 training and shipping the weights; nothing share-alike or non-commercial:
