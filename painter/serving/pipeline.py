@@ -3,8 +3,8 @@
 The dependency direction is pipeline -> sampling -> models: this module chooses devices, batches prompts,
 runs the sampler and decodes codes to images; it knows nothing of files beyond ``from_pretrained``.
 
-Every torch op here (loading, preparing, sampling, decoding, previews) runs on the process's one owner of the
-CPU cores (``cores.OWNER``); the caller's thread only tokenizes, hands work over and waits (see cores.py).
+Sampling, decoding and previews run on the process's one owner of the CPU cores (``cores.OWNER``), loading on a
+thread of its own (``cores.apart``); the caller's thread only tokenizes, hands work over and waits (see cores.py).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class Painter:
     """
 
     def __init__(self, model: PainterModel, tokenizer: TextTokenizer, device: torch.device,
-                 inference: InferencePrecision | None = None, name: str = "model", max_batch: int | None = None):
+                 inference: InferencePrecision | None = None, name: str = "model", max_batch: int | None = None,
+                 codebook_id: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -87,9 +88,9 @@ class Painter:
         self._engine_lock = threading.Lock()
         self.model_dir: Path | None = None  # where the weights came from (a repaint loads the encoder there)
         self._encoder: torch.nn.Module | None = None
-        # the codebook as stored (set by _load before any dtype conversion), so every precision mode of a model
-        # reads the codes its pictures carry
-        self.vqgan_id = vqgan_id(model.first_stage_model.quantize.embedding.weight)
+        # the codebook as stored (``_load`` reads it before any dtype conversion), so every precision mode of a
+        # model reads the codes its pictures carry
+        self.vqgan_id = codebook_id or vqgan_id(model.first_stage_model.quantize.embedding.weight)
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", precision: str = "auto") -> "Painter":
         """Load a model directory (EasyNLP or Painter layout) or a known model name from the cache.
@@ -157,8 +158,8 @@ class Painter:
             torch.backends.cudnn.benchmark = True  # one decoder shape, so the autotuned kernels are reused
         log.info("loaded %s (%s) on %s: GPT %s, decoder %s", model_dir, fmt, dev, inference.mode,
                  str(inference.decoder_dtype).removeprefix("torch."))
-        painter = cls(model, tokenizer, dev, inference, name=name)
-        painter.model_dir, painter.vqgan_id = model_dir, codebook_id
+        painter = cls(model, tokenizer, dev, inference, name=name, codebook_id=codebook_id)
+        painter.model_dir = model_dir
         return painter
 
     # -- the pieces ---------------------------------------------------------------------------------------
