@@ -17,6 +17,7 @@ Nothing untrusted is executed: ``torch.load(weights_only=True)`` and safetensors
 
 from __future__ import annotations
 
+
 import json
 import logging
 import os
@@ -337,7 +338,9 @@ def _shared_vqgan_tensors(model_dir: Path, config: ModelConfig) -> dict[str, tor
                           f"(config.json and {VQGAN_WEIGHTS})")
     vqgan = load_vqgan(vqgan_dir)
     if vqgan.config != config.vqgan:
-        raise ConfigError(f"the VQGAN in {vqgan_dir} does not have the sizes {model_dir / CONFIG_FILE} expects")
+        what = ("white code" if replace(vqgan.config, white_code=config.vqgan.white_code) == config.vqgan
+                else "sizes")
+        raise ConfigError(f"the VQGAN in {vqgan_dir} does not have the {what} {model_dir / CONFIG_FILE} expects")
     return {f"first_stage_model.{k}": v for k, v in vqgan.state_dict().items()}
 
 

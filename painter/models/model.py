@@ -117,6 +117,9 @@ def vqgan_bounds(v: VQGANConfig) -> list[str]:
     if not isinstance(v.attn_resolutions, tuple) or not all(
             isinstance(r, int) and not isinstance(r, bool) for r in v.attn_resolutions):
         problems.append(f"vqgan.attn_resolutions must be whole numbers, got {v.attn_resolutions!r}")
+    last = v.n_embed - 1 if isinstance(v.n_embed, int) else MAX_CODEBOOK - 1
+    if v.white_code is not None and (p := _whole_number("vqgan.white_code", v.white_code, 0, last)):
+        problems.append(p)
     return problems
 
 

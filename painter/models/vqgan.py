@@ -34,6 +34,10 @@ class VQGANConfig:
     out_ch: int = 3
     norm_groups: int = 32
     encoder: bool = True  # False for decoder-only weights (PaddleNLP ships the VQGAN decoder alone)
+    # The one code every white cell is encoded as (None: the nearest code, as taming). A VQGAN encodes a white
+    # background as dozens of interchangeable codes that depend on what lies around each cell; a GPT trained on
+    # them memorises that noise and loses its picture at the first background cell it samples differently.
+    white_code: int | None = None
 
     def __post_init__(self):
         # JSON gives lists; keep the dataclass hashable and comparable.
@@ -52,6 +56,15 @@ class VQGANConfig:
     @property
     def num_codes(self) -> int:
         return self.grid_size ** 2
+
+
+WHITE_LEVEL = 1 - 2 * 5 / 255  # a pixel at 250 of 255 or above in every channel counts as white
+
+
+def white_cells(images: torch.Tensor, cell: int) -> torch.Tensor:
+    """images [B, 3, R, R] in [-1, 1] -> [B, (R/cell)^2] True where every pixel of the cell is white."""
+    darkest = images.amin(1, keepdim=True)  # [B, 1, R, R]
+    return (-F.max_pool2d(-darkest, cell) >= WHITE_LEVEL).flatten(1)
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -251,11 +264,14 @@ class VQGAN(nn.Module):
         return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, R, R] in [-1, 1] -> codes [B, grid*grid]."""
+        """images [B, 3, R, R] in [-1, 1] -> codes [B, grid*grid]; white cells get ``white_code`` if set."""
         if self.encoder is None:
             raise CheckpointError("this VQGAN has no encoder (decoder-only weights, or freed for painting), so it "
                                "cannot turn images into codes; use a checkpoint with the encoder (EasyNLP's archive)")
-        return self.quantize.nearest_codes(self.quant_conv(self.encoder(images)))
+        codes = self.quantize.nearest_codes(self.quant_conv(self.encoder(images)))
+        if self.config.white_code is None:
+            return codes
+        return codes.masked_fill(white_cells(images, self.config.downsample_factor), self.config.white_code)
 
     def decode(self, codes: torch.Tensor, grid: int | None = None) -> torch.Tensor:
         """codes [B, grid*grid] -> images [B, 3, R, R], nominally in [-1, 1] (not clamped, as the reference).

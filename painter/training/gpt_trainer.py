@@ -57,7 +57,10 @@ class CodeData:
 
 
 def vqgan_digest(vqgan: nn.Module) -> str:
+    """What a VQGAN's codes depend on: its weights and its white code."""
     h = hashlib.sha256()
+    if vqgan.config.white_code is not None:
+        h.update(f"white_code={vqgan.config.white_code}".encode())
     for k, v in sorted(vqgan.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().float().cpu().numpy().tobytes())
