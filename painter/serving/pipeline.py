@@ -3,15 +3,14 @@
 The dependency direction is pipeline -> sampling -> models: this module chooses devices, batches prompts,
 runs the sampler and decodes codes to images; it knows nothing of files beyond ``from_pretrained``.
 
-Sampling, decoding and previews run on the process's one owner of the CPU cores (``cores.OWNER``), loading on a
-thread of its own (``cores.apart``); the caller's thread only tokenizes, hands work over and waits (see cores.py).
+Loading, sampling, decoding and previews run on the process's one owner of the CPU cores (``cores.OWNER``); the
+caller's thread only tokenizes, hands work over and waits (see cores.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, auto_candidates, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, resolve_seed
-from painter.serving.cores import OWNER, apart
+from painter.serving.cores import OWNER
 from painter.serving.engine import Engine, default_max_batch
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
 from painter.serving.repaint import (RepaintError, codes_from_text, codes_text, keep_mask, mask_text, stored_codes,
@@ -85,7 +84,6 @@ class Painter:
         self._preview_map: PreviewMap | None = None
         self.max_batch = max_batch or default_max_batch(device)
         self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
         self.model_dir: Path | None = None  # where the weights came from (a repaint loads the encoder there)
         self._encoder: torch.nn.Module | None = None
         # the codebook as stored (``_load`` reads it before any dtype conversion), so every precision mode of a
@@ -99,10 +97,9 @@ class Painter:
         ``fp16`` (GPU) and ``int8`` (CPU: int8 GPT, bf16 decoder where the CPU has it) are faster; ``auto``
         picks the fastest of them that is usable on the device and passes this model's quality check
         (serving/quality.py; run once per model and device, then cached), falling back to fp32.
-        The model is loaded on a thread of its own (``cores.apart``), so that a load never stops other models'
-        painting and leaves no OpenMP pool on the caller's thread.
+        The model is loaded on the owner of the cores, which leaves no OpenMP pool on the caller's thread.
         """
-        return apart(cls._from_pretrained, name_or_path, device, precision)
+        return OWNER.call(cls._from_pretrained, name_or_path, device, precision)
 
     @classmethod
     def _from_pretrained(cls, name_or_path: str | Path, device: str, precision: str) -> "Painter":
@@ -184,13 +181,20 @@ class Painter:
         """The batching engine that samples every request for this model (made on first use with
         ``max_batch`` rows). The compiled fixed-shape step: CUDA graphs on GPUs; on CPUs traced TorchScript,
         which int8's and int4's layers allow (oneDNN-packed fp32 and bf16 layers cannot be traced, and fp32
-        keeps the reference's tokens)."""
-        with self._engine_lock:
-            if self._engine is None:
-                compile = self.device.type == "cuda" or self.inference.quantized
-                self._engine = Engine(self.model.transformer, self.tokenizer.unconditional(), self.config.img_len,
-                                      self.device, self.max_batch, compile=compile)
-            return self._engine
+        keeps the reference's tokens).
+
+        Made on the owner of the cores, like every torch op: its KV cache is allocated in parallel, and made
+        on a script's thread it gave that thread an OpenMP pool of its own, which slowed every later step
+        2.3-2.9x. The owner is one thread, so two callers never make two engines."""
+        if self._engine is None:
+            OWNER.call(self._make_engine)
+        return self._engine
+
+    def _make_engine(self) -> None:
+        if self._engine is None:
+            compile = self.device.type == "cuda" or self.inference.quantized
+            self._engine = Engine(self.model.transformer, self.tokenizer.unconditional(), self.config.img_len,
+                                  self.device, self.max_batch, compile=compile)
 
     @staticmethod
     def set_engine_threads(threads: int | None) -> None:
