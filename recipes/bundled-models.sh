@@ -90,16 +90,26 @@ fi
 
 # The two GPTs side by side, one core each (each saves a checkpoint on SIGTERM and resumes exactly). Base ships
 # while large goes on; then large has both cores.
-VQGAN=$RUNS/bundled-vqgan/vqgan
-[[ -s $VQGAN/vqgan.safetensors ]] || VQGAN=$OUT/bundled-vqgan  # another machine: the committed VQGAN
+VQGAN=$OUT/bundled-vqgan  # the shipped one, with its white code (the run's own has none)
 EPOCHS_BASE=${EPOCHS_BASE:-5}
 EPOCHS_LARGE=${EPOCHS_LARGE:-10}
-# INIT=DIR starts each GPT from DIR/SIZE (a model trained before on the same VQGAN, given the white code in
-# its config) instead of from scratch: how the shipped pair was retrained on white-coded codes (see above).
-INIT=${INIT:-}
+# INIT=DIR continues each GPT from DIR/SIZE/model (the runs of an earlier recipe on the same VQGAN before it
+# had a white code) instead of starting from scratch, given the white code: how the shipped pair was retrained
+# (INIT=runs-plain EPOCHS_BASE=3 EPOCHS_LARGE=5; the model cards list both stages).
+export INIT=${INIT:-}
+init_model() {  # $RUNS/SIZE-init: DIR/SIZE/model with the shared VQGAN's config (its white code)
+  [[ -s $RUNS/$1-init/config.json ]] && return 0
+  rm -rf "$RUNS/$1-init.tmp" && cp -r "$INIT/$1/model" "$RUNS/$1-init.tmp"
+  $PY -c 'import json, sys; c = json.load(open(sys.argv[1])); c["vqgan"] = json.load(open(sys.argv[2]))["vqgan"]
+json.dump(c, open(sys.argv[1], "w"), indent=2)' "$RUNS/$1-init.tmp/config.json" "$VQGAN/config.json"
+  mv "$RUNS/$1-init.tmp" "$RUNS/$1-init"
+}
 train_gpt() {
   local from=(--vqgan "$VQGAN" --size "$1") lr=1e-3 warmup=200
-  [[ -n $INIT ]] && from=(--model "$INIT/$1") lr=5e-4 warmup=100
+  if [[ -n $INIT ]]; then
+    init_model "$1"
+    from=(--model "$RUNS/$1-init") lr=5e-4 warmup=100
+  fi
   OMP_NUM_THREADS=$3 $PY -m painter -q train "${from[@]}" --train "$DATA/train.tsv" \
     --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr "$lr" --warmup-steps "$warmup" \
     --weight-decay 0.01 --caption-dropout 0.1 --save-every 100 --eval-every 500 --resume

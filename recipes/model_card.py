@@ -86,7 +86,7 @@ processes, pauses and gaps between sessions left out where the log records them)
 | stage | steps | time |
 |---|---|---|
 | VQGAN (`painter train-vqgan --config f8 --crop 64`, on the 11k-picture set) | {vq_steps} | {vq_time} |
-| this GPT (`painter train --size {name}`, one core beside the other GPT{then_two}) | {steps} | {time} |
+{gpt_rows}
 
 It saw each of its {train_pictures} training pictures {passes:.0f} times (steps x batch {batch} / pictures), at a
 median {tokens_per_s:.0f} image tokens/s (bf16 autocast; {cpu}).
@@ -165,6 +165,14 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
                         f"{'' if variety is None else f'{variety:.2f}'} |")
     gpt = info["gpt"]
     log = records(run)
+    # INIT: the runs this GPT was continued from (recipes/bundled-models.sh INIT=DIR), a stage of its own
+    earlier = Path(os.environ["INIT"]) / name if os.environ.get("INIT") else None
+    stages = [(earlier, f"`painter train --size {name}` on the VQGAN's plain codes")] if earlier else []
+    stages.append((run, f"`painter train --model` on white-coded codes, continuing from the row above" if earlier
+                   else f"`painter train --size {name}`"))
+    gpt_rows = "\n".join(f"| {what}, one core beside the other GPT{', then two' if name.endswith('large') else ''} "
+                         f"| {records(stage)[-1]['step']} | {duration(stage)} |" for stage, what in stages)
+    steps = sum(records(stage)[-1]["step"] for stage, _ in stages)
     manifest_file = Path(os.environ.get("MANIFEST") or ROOT / "recipes" / "bundled" / "manifest.tsv")
     manifest = manifest_file.read_text(encoding="utf-8").splitlines()[1:]
     train_pictures = sum(line.split("\t")[3] == "train" for line in manifest)
@@ -173,12 +181,12 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
     return BUNDLED_CARD.format(
         name=name, size=name.split("-")[1], params=gpt_params(gpt), n_embed=vq_config["n_embed"],
         domain_words="、".join(config.get("domain_words", [])) or "none",
-        then_two=", then two" if name.endswith("large") else "", train_pictures=train_pictures,
-        passes=log[-1]["step"] * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
+        gpt_rows=gpt_rows, train_pictures=train_pictures,
+        passes=steps * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
         tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_description(), manifest=manifest_file.relative_to(ROOT)
         if manifest_file.is_relative_to(ROOT) else manifest_file,
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
-        vq_steps=vq_steps, vq_time=vq_time, steps=records(run)[-1]["step"], time=duration(run),
+        vq_steps=vq_steps, vq_time=vq_time,
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),
         eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"], metric_rows="\n".join(rows),
         valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"],
