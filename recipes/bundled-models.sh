@@ -69,19 +69,20 @@ fi
 #      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each), so that base ships on one
 #      core while large trains on the other.
 ship() {
-  local size=$1 TOP_K TEMPERATURE
+  local size=$1 TOP_K TEMPERATURE GUIDANCE
   [[ -s $OUT/$size/model.safetensors ]] && return 0
   stamp "$size: sweep"
-  read -r TOP_K TEMPERATURE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size/model" \
+  read -r TOP_K TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size/model" \
     --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
   $PY -m painter convert "$RUNS/$size/model" "$OUT/$size" --to painter --dtype fp16 \
     --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
+    --sampling guidance_scale="$GUIDANCE" \
     $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \
     > "$RUNS/$size-eval.json"
   MANIFEST=$MANIFEST PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
-  stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE)"
+  stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE, guidance $GUIDANCE)"
 }
 if [[ ${1:-} == ship ]]; then
   ship "$2"

@@ -66,3 +66,27 @@ def test_the_shipped_weights_are_the_trained_ones(studio, name):
     found = retrieval(studio.manager.get(name), ROOT / "recipes" / "bundled" / "probe.tsv", captions=16,
                       candidates=16)
     assert found.r_at_1 >= 0.25, f"{name}: R@1 {found.r_at_1:.2f} on its training captions (chance 0.06)"
+
+
+def test_the_bundled_vqgan_gives_every_white_cell_one_code():
+    """What the bundled GPTs learnt from: a white background is one code (the VQGAN's white code), not the
+    dozens of interchangeable codes its encoder gives white cells by their surroundings; and both GPTs were
+    trained on that VQGAN (their configs name its white code; loading checks they match)."""
+    import torch
+
+    from painter.checkpoints import load_vqgan, read_config
+    from painter.models.vqgan import white_cells
+
+    vqgan = load_vqgan(ROOT / "assets" / "models" / "bundled-vqgan")
+    assert vqgan.config.white_code is not None
+    picture = torch.ones(1, 3, 128, 128)
+    picture[0, 0, 30:90, 40:100] = -0.8  # a teal block off the grid
+    with torch.no_grad():
+        codes = vqgan.encode(picture)
+    white = white_cells(picture, 8)
+    assert 100 < int(white.sum()) < 256 and (codes[white] == vqgan.config.white_code).all()
+    assert (codes[~white] != vqgan.config.white_code).float().mean() > 0.5
+    for name in BUNDLED:
+        folder = ROOT / "assets" / "models" / name
+        if folder.is_dir():
+            assert read_config(folder)[0].vqgan.white_code == vqgan.config.white_code
