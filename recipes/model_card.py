@@ -66,9 +66,10 @@ prompts in them for this model only. It keeps the pai-painter token layout (32 C
 256 image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
 Trained with caption dropout {caption_dropout}.
 
-**Limits.** It paints the presets' domains (a product on white, a scene to the edges, ink on rice paper) but not
-yet recognisable subjects: its VQGAN encodes a white background as several interchangeable codes, noise the GPT
-memorises but cannot reproduce when sampling (measured in `docs/bundled-models.md`).
+**Limits.** It paints the presets' domains (a product on white, a scene to the edges, ink on rice paper) and a
+subject's colours and rough outline, but rarely a recognisable subject (R@1 below). Its VQGAN gives every white
+cell one code (`white_code`), which took the noise out of backgrounds; what is left is a 4-layer GPT that a
+2-core CPU cannot teach 3,300 pictures of 256 codes well enough (measured in `docs/bundled-models.md`).
 
 ## Data and licences
 `painter data bundled` (pinned packages; manifest `{manifest}`). Every source allows
@@ -95,7 +96,7 @@ median {tokens_per_s:.0f} image tokens/s (bf16 autocast; {cpu}).
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
 settings whose pictures differ between seeds while staying on the prompt): {recommended}.
 
-## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, {captions} prompts a set, 100 candidates)
+## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance}, {captions} prompts a set, 100 candidates)
 | metric | seed 0 | seeds 0-{last_seed} (per seed) | prompts with two correct pictures > 8 grey levels apart |
 |---|---|---|---|
 {metric_rows}
@@ -189,6 +190,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         vq_steps=vq_steps, vq_time=vq_time,
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),
         eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"], metric_rows="\n".join(rows),
+        eval_guidance=evaluation.get("guidance_scale", 1.0),
         valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"],
         last_seed=evaluation.get("seeds", 1) - 1, captions=evaluation["captions"], **gpt)
 

@@ -167,9 +167,9 @@ print(start, before, during)
 
 
 def test_loading_and_painting_from_many_threads_keep_one_openmp_pool(painter_dir):
-    """Every torch op runs on the owner of the cores. Loading and painting add the owner and its pool's one
-    worker (2 threads); before, the engine's KV cache was allocated on the caller's thread, which so got a
-    pool of its own (3), and a load on a thread of its own could leave its pool's worker behind. Four threads
+    """Every torch op of painting runs on the owner of the cores. Loading (on a thread of its own, whose pool
+    ends with it) and painting add the owner and its pool's one worker (2 threads); before, the engine's KV
+    cache was allocated on the caller's thread, which so got a pool of its own (3). Four threads
     painting (decodes and previews included) then add themselves and no pool threads; before, each caller's
     decode made a pool of its own. Pools outnumbering the cores made every token step 2-2.5x slower."""
     import subprocess
@@ -182,3 +182,30 @@ def test_loading_and_painting_from_many_threads_keep_one_openmp_pool(painter_dir
     start, before, during = map(int, out.stdout.split()[-3:])
     assert before == start + 2, (start, before)
     assert during == before + 4, (before, during)
+
+
+def test_loading_a_model_never_stops_another_models_painting(painter_dir, monkeypatch):
+    """A load takes seconds to minutes; it runs apart from the owner of the cores, so a model already loaded
+    paints on meanwhile."""
+    import threading
+
+    from painter import Painter
+
+    painter = Painter.from_pretrained(painter_dir, device="cpu", precision="fp32")
+    painter.generate("红苹果", seed=0)
+    real = Painter._from_pretrained
+    loading = threading.Event()
+
+    def slow_load(*args):
+        loading.set()
+        time.sleep(3)
+        return real(*args)
+
+    monkeypatch.setattr(Painter, "_from_pretrained", staticmethod(slow_load))
+    other = threading.Thread(target=Painter.from_pretrained, args=(painter_dir,), kwargs={"device": "cpu"})
+    other.start()
+    loading.wait(10)
+    start = time.perf_counter()
+    painter.generate("宽松T恤", seed=1)
+    assert time.perf_counter() - start < 2.5, "painting waited for another model's load"
+    other.join(30)

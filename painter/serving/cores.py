@@ -8,13 +8,13 @@ thread and a caller's thread (decoding its pictures) both had pools, a script's 
 
 The rule: every engine's token steps (all models', in turns), decodes and previews run on the owner's thread;
 callers (a script's main thread, Gradio's workers, the server's threads) hand work over with ``OWNER.call`` or
-``Engine.submit`` and wait, running no torch op that could open a parallel region. So a process has one
-pool, whatever the number of callers and models. Loading a model runs on the owner too: libgomp keeps a pool's
-workers after the thread that opened it has ended (measured: a load on a thread of its own left a worker
-behind, and every later token step paid for it, 2.3-2.9x), and a load cannot run single-threaded elsewhere
-either (``torch.set_num_threads`` is read by every thread that starts torch later, the owner included). The
-price: while a model loads (about a second; a first ``auto`` quality check, once per model and machine,
-longer), other models' steps wait.
+``Engine.submit`` and wait, running no torch op that could open a parallel region (building a model's engine
+included: its key/value cache is allocated in parallel, and built on a script's main thread it gave that
+thread a pool for life, which kept a script's picture at 2.3-2.9x the bare loop until it was traced). So a
+process has one busy pool, whatever the number of callers and models. Loading a model is the one exception:
+it takes seconds to minutes, which on the owner would stop every other model's painting, so it runs on a
+thread of its own that ends with the load (``apart``), and libgomp frees its pool when it ends (a test counts
+the threads).
 
 Work is interleaved: the owner runs one queued job (a decode, a preview), then one token step of each
 engine with requests, and so on; a decode waits for at most one step, and a step for at most one job. A job
@@ -141,3 +141,24 @@ class CoreOwner:
 
 
 OWNER = CoreOwner()
+
+
+def apart(fn: Callable[..., T], *args, **kwargs) -> T:
+    """Run ``fn`` on a new thread that ends when it returns, and return its result (or raise its exception).
+    Long work (loading a model) neither stops the owner nor leaves an OpenMP pool on the caller's thread:
+    libgomp frees a thread's pool when the thread ends."""
+    result: list = []
+
+    def run():
+        try:
+            result.append((True, fn(*args, **kwargs)))
+        except BaseException as exc:  # handed to the caller
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="painter-load", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value

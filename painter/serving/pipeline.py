@@ -3,8 +3,8 @@
 The dependency direction is pipeline -> sampling -> models: this module chooses devices, batches prompts,
 runs the sampler and decodes codes to images; it knows nothing of files beyond ``from_pretrained``.
 
-Loading, sampling, decoding and previews run on the process's one owner of the CPU cores (``cores.OWNER``); the
-caller's thread only tokenizes, hands work over and waits (see cores.py).
+Sampling, decoding and previews run on the process's one owner of the CPU cores (``cores.OWNER``), loading on a
+thread of its own (``cores.apart``); the caller's thread only tokenizes, hands work over and waits (see cores.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from painter.models.gpt import fuse_qkv
 from painter.models.packed import pack_linears, quantize_linears
 from painter.precision import InferencePrecision, auto_candidates, resolve_device, resolve_inference
 from painter.sampling import SamplingConfig, image_seeds, resolve_seed
-from painter.serving.cores import OWNER
+from painter.serving.cores import OWNER, apart
 from painter.serving.engine import Engine, default_max_batch
 from painter.serving.preview import GREY, PreviewCanvas, PreviewMap
 from painter.serving.repaint import (RepaintError, codes_from_text, codes_text, keep_mask, mask_text, stored_codes,
@@ -97,9 +97,10 @@ class Painter:
         ``fp16`` (GPU) and ``int8`` (CPU: int8 GPT, bf16 decoder where the CPU has it) are faster; ``auto``
         picks the fastest of them that is usable on the device and passes this model's quality check
         (serving/quality.py; run once per model and device, then cached), falling back to fp32.
-        The model is loaded on the owner of the cores, which leaves no OpenMP pool on the caller's thread.
+        The model is loaded on a thread of its own (``cores.apart``), so that a load never stops other models'
+        painting and leaves no OpenMP pool on the caller's thread.
         """
-        return OWNER.call(cls._from_pretrained, name_or_path, device, precision)
+        return apart(cls._from_pretrained, name_or_path, device, precision)
 
     @classmethod
     def _from_pretrained(cls, name_or_path: str | Path, device: str, precision: str) -> "Painter":
