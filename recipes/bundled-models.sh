@@ -18,6 +18,8 @@
 #     40 passes = 33.8 M tokens = 3,600 s x 4,400 + 2,770 s x 6,500 (106 min) -> EPOCHS_LARGE = 40 / 3.96 = 10.
 #   Measured on 2026-12-03 (the runs' logs): base 6,354 tokens/s, 45 min; large 4,241 beside base and 5,271 on
 #   two threads (shared with tests for a while), 116 min.
+#   The second stage (INIT=, after the VQGAN's white code), measured the same day: base 3 epochs in 36 min on
+#   one core beside large, large 5 epochs in 77 min (one core beside base, then two at ~6,900 tokens/s).
 #   On a GPU, recipes/bundled-gpu.sh trains the GPTs on the --full set instead (FULL=1), then runs this
 #   recipe, which finds them trained and converts, evaluates and ships them.
 set -euo pipefail
