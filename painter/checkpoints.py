@@ -17,7 +17,6 @@ Nothing untrusted is executed: ``torch.load(weights_only=True)`` and safetensors
 
 from __future__ import annotations
 
-
 import json
 import logging
 import os

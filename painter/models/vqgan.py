@@ -263,12 +263,16 @@ class VQGAN(nn.Module):
         self.encoder = self.quant_conv = None
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, R, R] in [-1, 1] -> codes [B, grid*grid]; white cells get ``white_code`` if set."""
+    def nearest_codes(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, R, R] in [-1, 1] -> the nearest code of every cell [B, grid*grid], as taming encodes."""
         if self.encoder is None:
             raise CheckpointError("this VQGAN has no encoder (decoder-only weights, or freed for painting), so it "
                                "cannot turn images into codes; use a checkpoint with the encoder (EasyNLP's archive)")
-        codes = self.quantize.nearest_codes(self.quant_conv(self.encoder(images)))
+        return self.quantize.nearest_codes(self.quant_conv(self.encoder(images)))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, R, R] in [-1, 1] -> codes [B, grid*grid]; white cells get ``white_code`` if set."""
+        codes = self.nearest_codes(images)
         if self.config.white_code is None:
             return codes
         return codes.masked_fill(white_cells(images, self.config.downsample_factor), self.config.white_code)

@@ -26,16 +26,11 @@ def choose_white_code(vqgan: VQGAN, images: torch.Tensor, candidates: int = 12,
                       batch: int = 50) -> tuple[int | None, dict[int, float]]:
     """(the best white code, or None when no picture has a white cell; PSNR of each candidate tried)."""
     vqgan.eval()
-    config = vqgan.config
-    vqgan.config = dataclasses.replace(config, white_code=None)
-    try:
-        codes = torch.cat([vqgan.encode(chunk) for chunk in images.split(batch)])
-    finally:
-        vqgan.config = config
-    white = white_cells(images, config.downsample_factor)
+    codes = torch.cat([vqgan.nearest_codes(chunk) for chunk in images.split(batch)])
+    white = white_cells(images, vqgan.config.downsample_factor)
     if not white.any():
         return None, {}
-    counts = torch.bincount(codes[white], minlength=config.n_embed)
+    counts = torch.bincount(codes[white], minlength=vqgan.config.n_embed)
     scores = {}
     for code in counts.argsort(descending=True)[:candidates].tolist():
         if not counts[code]:
