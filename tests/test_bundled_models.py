@@ -5,6 +5,7 @@ from PIL import Image
 
 from painter import hub
 from painter.evaluation import DOMAIN_CHECKS, domain_measures, retrieval
+from painter.serving.engine import server_engine_threads
 from painter.ui.app import Studio
 from painter.ui.models import ModelManager
 from painter.ui.styles import load_styles
@@ -16,8 +17,10 @@ BUNDLED = ("bundled-large", "bundled-base")
 @pytest.fixture(scope="module")
 def studio() -> Studio:
     """One studio for the module, so each bundled model is loaded (and its auto mode checked) once; models
-    load on first use, inside a test, into that test's offline cache."""
-    return Studio(ModelManager(device="cpu"), load_styles(ROOT / "styles"))
+    load on first use, inside a test, into that test's offline cache. The owner of the cores paints with the
+    studio's thread count, as `python app.py` sets it: int8 kernels round differently with another count, and
+    the module would otherwise paint what earlier test modules left it."""
+    return Studio(ModelManager(device="cpu", engine_threads=server_engine_threads()), load_styles(ROOT / "styles"))
 
 
 def painted(studio: Studio, style: str, prompt: str, images: int = 2) -> list[dict]:
