@@ -17,7 +17,7 @@ from painter.models.gpt import fuse_qkv
 from painter.models.packed import INT4_GROUP, Int4Linear, Int8Linear, int4_groups
 from painter import precision
 from painter.precision import auto_candidates, resolve_inference
-from painter.sampling import SamplingConfig
+from painter.sampling import SamplingConfig, attention_windows
 from painter.serving.engine import Engine
 from painter.serving.preview import PreviewCanvas, PreviewMap, image_patches, patches_to_images
 from conftest import ROOT, tiny_model
@@ -188,6 +188,26 @@ def test_threads_asking_for_the_same_step_share_one_trace(easynlp_dir, monkeypat
         thread.join()
     assert len(calls) == 1 and len(results) == 3 and all(r is results[0] for r in results)
     assert isinstance(results[0], torch.jit.ScriptModule)
+
+
+def test_a_warmed_up_engine_traces_nothing_while_a_crowd_paints(easynlp_dir, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    painter = Painter.from_pretrained(easynlp_dir, device="cpu", precision="int8")
+    cold = [painter.generate("红苹果", seed=s)[0][0].tobytes() for s in range(5)]  # alone, traced on demand
+    fresh = Painter.from_pretrained(easynlp_dir, device="cpu", precision="int8")
+    fresh.max_batch = 6  # not a power of two: the largest padded batch is the engine's own size
+    traces, real_trace = [], torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *a, **k: traces.append(a[1][1].shape) or real_trace(*a, **k))
+    fresh.warm_up()
+    windows = len(attention_windows(fresh.engine.cache.max_len))
+    # padded row counts 1, 2, 4 and 6 (the engine's max_batch), each over every attention window
+    assert sorted({shape[1] for shape in traces}) == [1, 2, 4, 6] and len(traces) == 4 * windows
+    traces.clear()
+    with ThreadPoolExecutor(5) as pool:  # five callers at once: rows 1..5 at different positions
+        crowd = list(pool.map(lambda s: fresh.generate("红苹果", seed=s)[0][0].tobytes(), range(5)))
+    assert traces == []
+    assert crowd == cold  # the warm-up's scratch runs touched no request's cache
 
 
 def test_compiled_static_step_gives_the_eager_logits_and_codes(easynlp_dir, painter, monkeypatch):

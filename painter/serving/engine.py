@@ -29,7 +29,8 @@ import torch
 
 from painter.errors import SamplingError
 from painter.models import GPT, KVCache
-from painter.sampling import SamplingConfig, StaticStep, draw, guide, make_generators, next_token_probs
+from painter.sampling import (SamplingConfig, StaticStep, draw, guide, make_generators, next_token_probs,
+                              trace_ahead)
 from painter.serving.cores import OWNER
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,16 @@ class Engine:
         self.waiting.put(requests)
         OWNER.attach(self)
         return [Ticket(request) for request in requests]
+
+    def trace_ahead(self) -> int:
+        """Trace every step this engine can take ahead of use (each padded row count, each attention window),
+        one row count per job on the owner so that painting goes on between them; a compiled CPU engine only
+        (CUDA graphs are captured when a row count first runs). Returns the number of traces made or found."""
+        if not self.compile or self.device.type == "cuda":
+            return 0
+        counts = sorted({min(self.max_batch, 1 << i) for i in range(self.max_batch.bit_length() + 1)})
+        return sum(OWNER.call(trace_ahead, self.gpt, rows, self.cache.max_len, self.dtype, self.device)
+                   for rows in counts)
 
     # -- the owner's side ---------------------------------------------------------------------------------
 

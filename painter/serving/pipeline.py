@@ -330,6 +330,14 @@ class Painter:
                                            hub.cache_dir() / "previews")
         return self._preview_map
 
+    def warm_up(self) -> None:
+        """Everything a first painting would otherwise wait for: the engine, the traces of its steps for every
+        batch size, the decoder's first run (its kernels are chosen then) and the fast-preview map. A server
+        calls it in the background for the models it lists."""
+        self.engine.trace_ahead()
+        self.decode(torch.zeros(1, self.config.img_len, dtype=torch.long))
+        self.preview_map()
+
     def stream(self, prompt: str, seed: int = 0, num_images: int = 1, top_k: int | None = None,
                top_p: float | None = None, temperature: float | None = None, preview_every: int = 8,
                guidance_scale: float | None = None, preview: str = "fast",

@@ -155,8 +155,9 @@ class ModelManager:
             return painter
 
     def prepare(self, names: list[str]) -> threading.Thread:
-        """Load these models in the background (with the quality check of ``auto`` and the preview map fitted
-        on first use), so the first painting does not wait for them; ``preparing`` says how far it got."""
+        """Load these models in the background (with the quality check of ``auto``) and warm them up (their
+        engines' traces, the preview map fitted on first use), so the first painting does not wait for them;
+        ``preparing`` says how far it got."""
         names = [n for n in names if n in self._entries]
         self.preparing = {n: "waiting" for n in names}
 
@@ -164,7 +165,7 @@ class ModelManager:
             for name in names:
                 self.preparing[name] = "preparing"
                 try:
-                    self.get(name).preview_map()
+                    self.get(name).warm_up()
                     self.preparing[name] = "ready"
                 except PainterError as exc:
                     self.preparing[name] = str(exc)
