@@ -71,12 +71,13 @@ fi
 #      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each), so that base ships on one
 #      core while large trains on the other.
 ship() {
-  local size=$1 TOP_K TEMPERATURE GUIDANCE
+  local size=$1 run=$RUNS/$1 TOP_K TEMPERATURE GUIDANCE
   [[ -s $OUT/$size/model.safetensors ]] && return 0
+  [[ -s $RUNS/$size-more/model/config.json ]] && run=$RUNS/$size-more  # its further stage, when it has one
   stamp "$size: sweep"
-  read -r TOP_K TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size/model" \
+  read -r TOP_K TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$run/model" \
     --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
-  $PY -m painter convert "$RUNS/$size/model" "$OUT/$size" --to painter --dtype fp16 \
+  $PY -m painter convert "$run/model" "$OUT/$size" --to painter --dtype fp16 \
     --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
     --sampling guidance_scale="$GUIDANCE" \
     $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
@@ -88,6 +89,17 @@ ship() {
 }
 if [[ ${1:-} == ship ]]; then
   ship "$2"
+  exit
+fi
+# `recipes/bundled-models.sh more SIZE EPOCHS`: a further stage for a trained GPT, continued from its run's
+# weights into $RUNS/SIZE-more (resumable; run it again after an interruption), which ships instead (remove
+# $OUT/SIZE first). How the shipped bundled-large got its third stage (`more bundled-large 9`, two threads alone).
+if [[ ${1:-} == more ]]; then
+  stamp "$2: further stage, $3 epochs"
+  OMP_NUM_THREADS=${THREADS:-2} $PY -m painter -q train --model "$RUNS/$2/model" --train "$DATA/train.tsv" \
+    --valid "$DATA/valid.tsv" --output "$RUNS/$2-more" --epochs "$3" --batch-size 16 --lr 5e-4 --warmup-steps 100 \
+    --weight-decay 0.01 --caption-dropout 0.1 --save-every 100 --eval-every 1000 --resume
+  stamp "$2: further stage done"
   exit
 fi
 

@@ -84,13 +84,13 @@ CC-BY 4.0). {counts}
 `recipes/bundled-models.sh` on the project's 2-core CPU (each stage resumable; wall time of the stage's own
 processes, pauses and gaps between sessions left out where the log records them):
 
-| stage | steps | time |
-|---|---|---|
-| VQGAN (`painter train-vqgan --config f8 --crop 64`, on the 11k-picture set) | {vq_steps} | {vq_time} |
+| stage | steps | time | median image tokens/s |
+|---|---|---|---|
+| VQGAN (`painter train-vqgan --config f8 --crop 64`, on the 11k-picture set) | {vq_steps} | {vq_time} | |
 {gpt_rows}
 
-It saw each of its {train_pictures} training pictures {passes:.0f} times (steps x batch {batch} / pictures), at a
-median {tokens_per_s:.0f} image tokens/s (bf16 autocast; {cpu}).
+It saw each of its {train_pictures} training pictures {passes:.0f} times (steps x batch {batch} / pictures); the
+speeds above are bf16 autocast on {cpu}.
 
 ## Sampling
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
@@ -132,6 +132,29 @@ def duration(run: Path) -> str:
     return f"about {estimate / 3600:.1f} h ({seconds / 3600:.1f} h logged, {untimed} earlier steps at the logged rate)"
 
 
+def median_speed(run: Path) -> float:
+    speeds = sorted(r["tokens_per_s"] for r in records(run) if "tokens_per_s" in r)
+    return speeds[len(speeds) // 2]
+
+
+def stage_runs(run: Path, name: str) -> list[tuple[Path, str]]:
+    """The runs a GPT was trained in, first to last, each with what it did. A run continued from another
+    run's export names it in run.json (``model``: RUN/model); INIT (recipes/bundled-models.sh INIT=DIR) is
+    the run on the VQGAN's plain codes that the white-coded stages started from."""
+    chain = [run]
+    while True:
+        parent = Path(json.loads((chain[0] / "run.json").read_text()).get("model") or "")
+        if parent.name != "model" or not (parent.parent / "log.jsonl").is_file():
+            break
+        chain.insert(0, parent.parent)
+    init = os.environ.get("INIT")
+    stages = [(Path(init) / name, f"`painter train --size {name}` on the VQGAN's plain codes")] if init else []
+    for stage in chain:
+        stages.append((stage, "`painter train --model` on white-coded codes, continuing from the row above" if stages
+                       else f"`painter train --size {name}`"))
+    return stages
+
+
 def gpt_params(gpt: dict) -> float:
     """Millions of parameters of a GPT config (embeddings, blocks, final norm, head)."""
     return (gpt["vocab_size"] * gpt["n_embd"] + gpt["block_size"] * gpt["n_embd"]
@@ -148,6 +171,8 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
     from painter.precision import cpu_description
 
     run, vq = runs / name, runs / "bundled-vqgan"
+    if (runs / f"{name}-more" / "log.jsonl").is_file():  # the recipe's further stage, which is what ships
+        run = runs / f"{name}-more"
     info = json.loads((run / "run.json").read_text())
     vq_config = json.loads((models / "bundled-vqgan" / "config.json").read_text())["vqgan"]
     # the VQGAN's run is on the machine that trained it; elsewhere the committed stamps tell its time
@@ -165,26 +190,20 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
             rows.append(f"| {label} | {evaluation[key]:.3f} | {' / '.join(f'{v:.3f}' for v in per_seed)} | "
                         f"{'' if variety is None else f'{variety:.2f}'} |")
     gpt = info["gpt"]
-    log = records(run)
-    # INIT: the runs this GPT was continued from (recipes/bundled-models.sh INIT=DIR), a stage of its own
-    earlier = Path(os.environ["INIT"]) / name if os.environ.get("INIT") else None
-    stages = [(earlier, f"`painter train --size {name}` on the VQGAN's plain codes")] if earlier else []
-    stages.append((run, f"`painter train --model` on white-coded codes, continuing from the row above" if earlier
-                   else f"`painter train --size {name}`"))
-    gpt_rows = "\n".join(f"| {what}, one core beside the other GPT{', then two' if name.endswith('large') else ''} "
-                         f"| {records(stage)[-1]['step']} | {duration(stage)} |" for stage, what in stages)
+    stages = stage_runs(run, name)
+    gpt_rows = "\n".join(f"| {what} | {records(stage)[-1]['step']} | {duration(stage)} | {median_speed(stage):.0f} |"
+                         for stage, what in stages)
     steps = sum(records(stage)[-1]["step"] for stage, _ in stages)
     manifest_file = Path(os.environ.get("MANIFEST") or ROOT / "recipes" / "bundled" / "manifest.tsv")
     manifest = manifest_file.read_text(encoding="utf-8").splitlines()[1:]
     train_pictures = sum(line.split("\t")[3] == "train" for line in manifest)
-    speeds = sorted(r["tokens_per_s"] for r in log if "tokens_per_s" in r)
     config = json.loads((models / name / "config.json").read_text())
     return BUNDLED_CARD.format(
         name=name, size=name.split("-")[1], params=gpt_params(gpt), n_embed=vq_config["n_embed"],
         domain_words="、".join(config.get("domain_words", [])) or "none",
         gpt_rows=gpt_rows, train_pictures=train_pictures,
         passes=steps * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
-        tokens_per_s=speeds[len(speeds) // 2], cpu=cpu_description(), manifest=manifest_file.relative_to(ROOT)
+        cpu=cpu_description(), manifest=manifest_file.relative_to(ROOT)
         if manifest_file.is_relative_to(ROOT) else manifest_file,
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
         vq_steps=vq_steps, vq_time=vq_time,
