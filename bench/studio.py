@@ -1,7 +1,7 @@
 """Studio benchmark: what the studio adds to the engine's time, and how concurrent clients are served.
 
     python -m bench.studio                      # the bundled demo-large, 1, 4 and 8 clients
-    python -m bench.studio --model bundled-base --clients 1 8 --rounds 2
+    python -m bench.studio --model bundled-base --clients 1 8 --rounds 2 --images 1 2
 
 Two studios are served on free ports, each in its own process (``app.py``), painting with the same model: one with ``--workers 1``
 (one job at a time, how the studio served before its batching engine) and one with the default workers, whose
@@ -12,8 +12,9 @@ jobs share the model's batching engine. Through ``gradio_client`` (the API a bro
   whose speed drifts slows both alike; the median of ``--repeats`` pairs' differences, split into the
   plumbing (the call's time less the stream's own clock inside the studio, which its status reports) and
   the painting's slowdown inside the studio's process (that clock less the stream alone);
-* concurrency: N clients each paint ``--rounds`` images at once (distinct seeds), for each studio: images per
-  minute, median and 95th-percentile time to the final image.
+* concurrency: N clients each ask ``--rounds`` times, one after the other, for ``--images`` pictures a request
+  (distinct seeds), for each studio: images per minute, median and 95th-percentile time to a request's final
+  images.
 
 Ratios are within one run, so they hold on a machine that is not quiet; absolute times are this machine's.
 """
@@ -67,15 +68,16 @@ def client(url: str):
     return Client(url, verbose=False)
 
 
-def job(api, model: str, seed: int, preview_every: int) -> float:
-    """Seconds from the request to the final image, through the API (a connected client)."""
-    return timed_job(api, model, seed, preview_every)[0]
+def job(api, model: str, seed: int, preview_every: int, images: int = 1) -> float:
+    """Seconds from the request to the final images, through the API (a connected client)."""
+    return timed_job(api, model, seed, preview_every, images)[0]
 
 
-def timed_job(api, model: str, seed: int, preview_every: int) -> tuple[float, float]:
-    """(seconds to the final image through the API, seconds the stream took by its own clock in the studio)."""
+def timed_job(api, model: str, seed: int, preview_every: int, images: int = 1) -> tuple[float, float]:
+    """(seconds to the final images through the API, seconds the stream took by its own clock in the studio)."""
     started = time.perf_counter()
-    result = api.predict(PROMPT, "plain", model, seed=seed, preview_every=preview_every, api_name="/generate")
+    result = api.predict(PROMPT, "plain", model, seed=seed, num_images=images, preview_every=preview_every,
+                         api_name="/generate")
     took = time.perf_counter() - started
     return took, float(re.search(r"· ([\d.]+) s ·", result[1]).group(1))
 
@@ -99,18 +101,18 @@ def overhead(url: str, model: str, choice: str, repeats: int) -> dict:
             "slower_painting_s": statistics.median(r[2] - r[0] for r in rows), "pairs": rows}
 
 
-def concurrency(url: str, model: str, clients: int, rounds: int) -> dict:
+def concurrency(url: str, model: str, clients: int, rounds: int, images: int = 1) -> dict:
     apis = [client(url) for _ in range(clients)]
 
     def rounds_of(i: int) -> list[float]:
-        return [job(apis[i], model, 100 + i * rounds + r, 8) for r in range(rounds)]
+        return [job(apis[i], model, 100 + (i * rounds + r) * images, 8, images) for r in range(rounds)]
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         latencies = [t for times in pool.map(rounds_of, range(clients)) for t in times]
     wall = time.perf_counter() - started
     latencies.sort()
-    return {"clients": clients, "images_per_min": 60 * len(latencies) / wall,
+    return {"clients": clients, "images": images, "images_per_min": 60 * len(latencies) * images / wall,
             "median_s": statistics.median(latencies),
             "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]}
 
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="demo-large")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--rounds", type=int, default=3, help="images each client paints")
+    p.add_argument("--rounds", type=int, default=3, help="requests each client makes, one after the other")
+    p.add_argument("--images", type=int, nargs="+", default=[1], help="pictures a request asks for")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--output", default=str(ROOT / "bench" / "results" / "studio.json"))
     args = p.parse_args(argv)
@@ -132,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
             for model in dict.fromkeys([choice, *PREPARED]):  # of them, or their checks share the cores
                 job(client(url), model, 0, 8)
         results["overhead"] = overhead(batched_url, args.model, choice, args.repeats)
-        results["one_at_a_time"] = [concurrency(one_url, choice, n, args.rounds) for n in args.clients]
-        results["batched"] = [concurrency(batched_url, choice, n, args.rounds) for n in args.clients]
+        results["one_at_a_time"] = [concurrency(one_url, choice, n, args.rounds, k) for k in args.images
+                                    for n in args.clients]
+        results["batched"] = [concurrency(batched_url, choice, n, args.rounds, k) for k in args.images
+                              for n in args.clients]
     finally:
         one.terminate()
         batched.terminate()
@@ -141,11 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{choice}: Painter.stream {o['engine_s']:.2f} s, through the studio {o['studio_s']:.2f} s "
           f"(adds {o['added_s']:.2f} s: plumbing {o['plumbing_s']:.2f} s, painting slower by "
           f"{o['slower_painting_s']:.2f} s; medians of {len(o['pairs'])} alternating pairs)")
-    print("| clients | one at a time: images/min | median s | p95 s | batched: images/min | median s | p95 s | "
-          "throughput ratio |")
+    print("| clients × images a request | one at a time: images/min | median s | p95 s | batched: images/min | "
+          "median s | p95 s | throughput ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for a, b in zip(results["one_at_a_time"], results["batched"]):
-        print(f"| {a['clients']} | {a['images_per_min']:.0f} | {a['median_s']:.2f} | {a['p95_s']:.2f} | "
+        print(f"| {a['clients']} × {a['images']} | {a['images_per_min']:.0f} | {a['median_s']:.2f} | {a['p95_s']:.2f} | "
               f"{b['images_per_min']:.0f} | {b['median_s']:.2f} | {b['p95_s']:.2f} | "
               f"{b['images_per_min'] / a['images_per_min']:.2f}x |")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,34 @@
+"""The bundled models' cards list every training stage a GPT went through (recipes/model_card.py)."""
+
+import json
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "recipes"))
+import model_card  # noqa: E402
+
+
+def run_dir(path, model, steps, speed):
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"model": model}))
+    (path / "log.jsonl").write_text("".join(json.dumps({"step": s, "tokens_per_s": speed, "seconds": s * 0.5}) + "\n"
+                                            for s in range(1, steps + 1)))
+    (path / "model").mkdir()
+
+
+def test_stages_follow_each_run_back_to_the_plain_code_run(tmp_path, monkeypatch):
+    plain = tmp_path / "plain" / "bundled-large"
+    run_dir(plain, None, 8, 100.0)
+    run_dir(tmp_path / "white", str(tmp_path / "init-large"), 4, 200.0)  # warm-started from a copied export
+    run_dir(tmp_path / "more", str(tmp_path / "white" / "model"), 2, 300.0)
+    monkeypatch.setenv("INIT", str(tmp_path / "plain"))
+    stages = model_card.stage_runs(tmp_path / "more", "bundled-large")
+    assert [path for path, _ in stages] == [plain, tmp_path / "white", tmp_path / "more"]
+    assert "plain codes" in stages[0][1] and all("continuing from the row above" in what for _, what in stages[1:])
+    assert [model_card.median_speed(path) for path, _ in stages] == [100.0, 200.0, 300.0]
+
+    monkeypatch.delenv("INIT")  # a GPT trained from scratch in one run: one stage, named by its size
+    run_dir(tmp_path / "scratch", None, 3, 50.0)
+    assert model_card.stage_runs(tmp_path / "scratch", "bundled-base") == [
+        (tmp_path / "scratch", "`painter train --size bundled-base`")]
