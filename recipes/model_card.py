@@ -66,10 +66,7 @@ prompts in them for this model only. It keeps the pai-painter token layout (32 C
 256 image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
 Trained with caption dropout {caption_dropout}.
 
-**Limits.** It paints the presets' domains (a product on white, a scene to the edges, ink on rice paper) and a
-subject's colours and rough outline, but rarely a recognisable subject (R@1 below). Its VQGAN gives every white
-cell one code (`white_code`), which took the noise out of backgrounds; what is left is a 4-layer GPT that a
-2-core CPU cannot teach 3,300 pictures of 256 codes well enough (measured in `docs/bundled-models.md`).
+**Limits.** {limits}
 
 ## Data and licences
 `painter data bundled` (pinned packages; manifest `{manifest}`). Every source allows
@@ -130,6 +127,21 @@ def duration(run: Path) -> str:
         return f"{seconds / 3600:.1f} h"
     estimate = seconds / len(timed) * len(log)
     return f"about {estimate / 3600:.1f} h ({seconds / 3600:.1f} h logged, {untimed} earlier steps at the logged rate)"
+
+
+def limits_text(evaluation: dict) -> str:
+    """What a user can expect, from the evaluation (R@1: how often a picture is its prompt's subject)."""
+    train, heldout, paraphrase = (evaluation.get(f"r_at_1_{k}", 0.0) for k in ("train", "heldout", "paraphrase"))
+    if train >= 0.4:
+        return (f"Its picture is the one of 100 that best matches its prompt (R@1 below) for {train:.0%} of its "
+                f"training captions, {heldout:.0%} of unseen (subject, style) pairs and {paraphrase:.0%} of reworded "
+                "prompts; the others are often another subject, or a subject's colours and rough outline in the "
+                "preset's domain. It knows its pictures by heart (the "
+                "validation loss below is high): a prompt it never saw paints the nearest subject it knows.")
+    return ("It paints the presets' domains (a product on white, a scene to the edges, ink on rice paper) and a "
+            "subject's colours and rough outline, but rarely a recognisable subject (R@1 below): a 4-layer GPT "
+            "needs more passes over its 3,300 pictures of 256 codes than this one had (measured in "
+            "`docs/bundled-models.md`).")
 
 
 def median_speed(run: Path) -> float:
@@ -200,6 +212,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
     config = json.loads((models / name / "config.json").read_text())
     return BUNDLED_CARD.format(
         name=name, size=name.split("-")[1], params=gpt_params(gpt), n_embed=vq_config["n_embed"],
+        limits=limits_text(evaluation),
         domain_words="、".join(config.get("domain_words", [])) or "none",
         gpt_rows=gpt_rows, train_pictures=train_pictures,
         passes=steps * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],
