@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import statistics
@@ -60,6 +61,23 @@ def serve(model: str, workers: int) -> tuple[subprocess.Popen, str]:
             time.sleep(1)
     server.kill()
     raise RuntimeError(f"the studio did not start on port {port}")
+
+
+def settle(server: subprocess.Popen, idle: float = 0.3, window: float = 3.0, limit: float = 600) -> None:
+    """Wait until the studio's process is idle (an idle studio uses ~10% of a core): it warms its models up in the background after it starts
+    (traces, preview maps), and two studios warming up beside the measured one would share its cores."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds() -> float:
+        fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        before = cpu_seconds()
+        time.sleep(window)
+        if cpu_seconds() - before < idle * window:
+            return
 
 
 def client(url: str):
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         for url in (one_url, batched_url):  # each studio loads and prepares its models once: wait for all
             for model in dict.fromkeys([choice, *PREPARED]):  # of them, or their checks share the cores
                 job(client(url), model, 0, 8)
+        for server in (one, batched):
+            settle(server)
         results["overhead"] = overhead(batched_url, args.model, choice, args.repeats)
         results["one_at_a_time"] = [concurrency(one_url, choice, n, args.rounds, k) for k in args.images
                                     for n in args.clients]
