@@ -64,8 +64,9 @@ def serve(model: str, workers: int) -> tuple[subprocess.Popen, str]:
 
 
 def settle(server: subprocess.Popen, idle: float = 0.3, window: float = 3.0, limit: float = 600) -> None:
-    """Wait until the studio's process is idle (an idle studio uses ~10% of a core): it warms its models up in the background after it starts
-    (traces, preview maps), and two studios warming up beside the measured one would share its cores."""
+    """Wait until the studio's process is idle (an idle studio uses ~10% of a core): it warms its models up in
+    the background after it starts (traces, preview maps), and two studios warming up beside the measured one
+    would share its cores."""
     ticks = os.sysconf("SC_CLK_TCK")
 
     def cpu_seconds() -> float:

@@ -191,7 +191,7 @@ class StaticStep:
         if self.graph is not None:
             self.graph.replay()
             return self.logits
-        length = min(self.cache.max_len, -(-(max(positions) + 1) // ATTEND_BUCKET) * ATTEND_BUCKET)
+        length = attention_window(self.cache.max_len, max(positions))
         window = KVCache(self.cache.keys[:, :, :, :length], self.cache.values[:, :, :, :length])
         traced = traced_step(self.gpt, self.idx, window, self.pos) if self.trace else None
         if traced is None:
@@ -214,9 +214,15 @@ _TRACED: "weakref.WeakKeyDictionary[GPT, dict]" = weakref.WeakKeyDictionary()
 _TRACING = threading.Lock()  # the studio paints on several threads: one trace per shape, made once
 
 
+def attention_window(max_len: int, last: int) -> int:
+    """The cache length a traced CPU step attends over when its furthest row is at position ``last``: the filled
+    part rounded up to a multiple of ATTEND_BUCKET, at most the whole cache."""
+    return min(max_len, -(-(last + 1) // ATTEND_BUCKET) * ATTEND_BUCKET)
+
+
 def attention_windows(max_len: int) -> list[int]:
-    """The cache lengths a traced CPU step attends over: multiples of ATTEND_BUCKET, and the whole cache."""
-    return sorted({min(max_len, length) for length in range(ATTEND_BUCKET, max_len + ATTEND_BUCKET, ATTEND_BUCKET)})
+    """Every cache length a traced CPU step can attend over (one trace each)."""
+    return sorted({attention_window(max_len, last) for last in range(max_len)})
 
 
 def trace_ahead(gpt: GPT, rows: int, max_len: int, dtype: torch.dtype, device: torch.device) -> int:

@@ -169,7 +169,7 @@ class Engine:
         (CUDA graphs are captured when a row count first runs). Returns the number of traces made or found."""
         if not self.compile or self.device.type == "cuda":
             return 0
-        counts = sorted({min(self.max_batch, 1 << i) for i in range(self.max_batch.bit_length() + 1)})
+        counts = sorted({self._padded(rows) for rows in range(1, self.max_batch + 1)})
         return sum(OWNER.call(trace_ahead, self.gpt, rows, self.cache.max_len, self.dtype, self.device)
                    for rows in counts)
 
@@ -275,13 +275,17 @@ class Engine:
             # writes (7.1 against 5.0 ms a step on demo-large)
             return self.gpt.forward_cached(fed, KVCache(self.cache.keys[:, :rows], self.cache.values[:, :rows],
                                                         length=pos[0]))
-        padded = min(self.max_batch, 1 << (rows - 1).bit_length()) if self.compile else rows
+        padded = self._padded(rows) if self.compile else rows
         step = self._steps.get(padded)
         if step is None:
             step = self._steps[padded] = self._build(padded)
         if padded > rows:
             fed = torch.cat([fed, fed.new_zeros(padded - rows, 1)])
         return step(fed, pos + [0] * (padded - rows))[:rows]
+
+    def _padded(self, rows: int) -> int:
+        """The rows a compiled step runs for ``rows`` active ones: the next power of two, at most max_batch."""
+        return min(self.max_batch, 1 << (rows - 1).bit_length())
 
     def _build(self, rows: int) -> StaticStep:
         cache = KVCache(self.cache.keys[:, :rows], self.cache.values[:, :rows])
