@@ -137,11 +137,19 @@ def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
+NOT_FINITE = "the model's next-token probabilities are not finite (NaN or infinite weights?)"
+
+
 def draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """One code per row [B], each row from its own generator, as the reference draws at batch size 1. Rows
     whose probabilities are not finite (a model with NaN weights) raise SamplingError, naming the failure."""
     if not torch.isfinite(probs).all():
-        raise SamplingError("the model's next-token probabilities are not finite (NaN or infinite weights?)")
+        raise SamplingError(NOT_FINITE)
+    return draw_rows(probs, generators)
+
+
+def draw_rows(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """``draw`` for probabilities already checked to be finite."""
     return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
 
 

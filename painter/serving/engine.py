@@ -29,8 +29,8 @@ import torch
 
 from painter.errors import SamplingError
 from painter.models import GPT, KVCache
-from painter.sampling import (SamplingConfig, StaticStep, draw, guide, make_generators, next_token_probs,
-                              trace_ahead)
+from painter.sampling import (NOT_FINITE, SamplingConfig, StaticStep, draw_rows, guide, make_generators,
+                              next_token_probs, trace_ahead)
 from painter.serving.cores import OWNER
 
 log = logging.getLogger(__name__)
@@ -240,10 +240,7 @@ class Engine:
         except Exception as exc:
             self._fail(joining, exc)
             return
-        start = 0
-        for request in joining:
-            self._draw(request, logits[start:start + request.rows])
-            start += request.rows
+        self._draw(joining, logits)
 
     def _row_ids(self, request: Request) -> list[list[int]]:
         rows = [request.text_ids] * len(request.seeds)
@@ -259,11 +256,7 @@ class Engine:
             last = request.codes[:, request.step - 1]
             fed.append(torch.cat([last, last]) if request.sampling.guided else last)
             pos += [self.text_len + request.step - 1] * request.rows
-        logits = self._forward(torch.cat(fed).view(-1, 1), pos)
-        start = 0
-        for request in self.active:
-            self._draw(request, logits[start:start + request.rows])
-            start += request.rows
+        self._draw(self.active, self._forward(torch.cat(fed).view(-1, 1), pos))
 
     def _forward(self, fed: torch.Tensor, pos: list[int]) -> torch.Tensor:
         """Logits [rows, V] for the active rows. Compiled, the rows are padded to a power of two (padding rows
@@ -297,19 +290,43 @@ class Engine:
         cache.keys[:, :, :, 0], cache.values[:, :, :, 0] = kept
         return step
 
-    def _draw(self, request: Request, logits: torch.Tensor) -> None:
-        """The request's next codes from its rows' logits; a failure here fails this request alone."""
-        cfg = request.sampling
-        try:
+    def _draw(self, requests: list[Request], logits: torch.Tensor) -> None:
+        """Each request's next codes from its rows of ``logits`` (the requests' rows in order). Requests with the
+        same settings have their probabilities computed together (top-k, softmax and the finite check once for
+        all their rows: a tenth of an 8-row step when each ran per request); each image still draws from its
+        own generator, so a picture is the one it is alone. A failure here fails its requests alone."""
+        groups: dict[SamplingConfig, list[tuple[Request, torch.Tensor]]] = {}
+        start = 0
+        for request in requests:
+            rows, start = logits[start:start + request.rows], start + request.rows
             if request.keep is not None and request.keep[request.step]:
                 request.codes[:, request.step] = request.forced[request.step]  # kept: fed as given, no draw
+                self._advance(request)
             else:
-                if cfg.guided:
-                    logits = guide(logits, cfg.guidance_scale)
-                request.codes[:, request.step] = draw(next_token_probs(logits, cfg), request.generators)
-        except Exception as exc:
-            self._fail([request], exc)
-            return
+                cfg = request.sampling
+                groups.setdefault(cfg, []).append((request, guide(rows, cfg.guidance_scale) if cfg.guided else rows))
+        for cfg, members in groups.items():
+            try:
+                probs = next_token_probs(torch.cat([rows for _, rows in members]), cfg)
+                finite = torch.isfinite(probs).all(dim=-1).tolist()
+            except Exception as exc:
+                self._fail([request for request, _ in members], exc)
+                continue
+            start = 0
+            for request, rows in members:
+                span = slice(start, start + len(rows))
+                start = span.stop
+                try:
+                    if not all(finite[span]):
+                        raise SamplingError(NOT_FINITE)
+                    request.codes[:, request.step] = draw_rows(probs[span], request.generators)
+                except Exception as exc:
+                    self._fail([request], exc)
+                    continue
+                self._advance(request)
+
+    def _advance(self, request: Request) -> None:
+        """A code was drawn (or kept) for each image: next step, and the caller's update when one is due."""
         request.step += 1
         if request.step == self.img_len or (request.preview_every and request.step % request.preview_every == 0):
             request.updates.put((request.step, request.codes.clone()))
