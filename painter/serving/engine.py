@@ -29,8 +29,8 @@ import torch
 
 from painter.errors import SamplingError
 from painter.models import GPT, KVCache
-from painter.sampling import (NOT_FINITE, SamplingConfig, StaticStep, draw_rows, guide, make_generators,
-                              next_token_probs, trace_ahead)
+from painter.sampling import (NOT_FINITE, SamplingConfig, StaticStep, draw_rows, finite_rows, guide,
+                              make_generators, next_token_probs, trace_ahead)
 from painter.serving.cores import OWNER
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ class Engine:
         for cfg, members in groups.items():
             try:
                 probs = next_token_probs(torch.cat([rows for _, rows in members]), cfg)
-                finite = torch.isfinite(probs).all(dim=-1).tolist()
+                finite = finite_rows(probs)
             except Exception as exc:
                 self._fail([request for request, _ in members], exc)
                 continue
