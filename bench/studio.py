@@ -13,8 +13,8 @@ jobs share the model's batching engine. Through ``gradio_client`` (the API a bro
   plumbing (the call's time less the stream's own clock inside the studio, which its status reports) and
   the painting's slowdown inside the studio's process (that clock less the stream alone);
 * concurrency: N clients each ask ``--rounds`` times, one after the other, for ``--images`` pictures a request
-  (distinct seeds), for each studio: images per minute, median and 95th-percentile time to a request's final
-  images.
+  (distinct seeds; previews every ``--preview-every`` tokens, 8 as in the studio), for each studio: images
+  per minute, median and 95th-percentile time to a request's final images.
 
 Ratios are within one run, so they hold on a machine that is not quiet; absolute times are this machine's.
 """
@@ -120,11 +120,11 @@ def overhead(url: str, model: str, choice: str, repeats: int) -> dict:
             "slower_painting_s": statistics.median(r[2] - r[0] for r in rows), "pairs": rows}
 
 
-def concurrency(url: str, model: str, clients: int, rounds: int, images: int = 1) -> dict:
+def concurrency(url: str, model: str, clients: int, rounds: int, images: int = 1, preview_every: int = 8) -> dict:
     apis = [client(url) for _ in range(clients)]
 
     def rounds_of(i: int) -> list[float]:
-        return [job(apis[i], model, 100 + (i * rounds + r) * images, 8, images) for r in range(rounds)]
+        return [job(apis[i], model, 100 + (i * rounds + r) * images, preview_every, images) for r in range(rounds)]
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="requests each client makes, one after the other")
     p.add_argument("--images", type=int, nargs="+", default=[1], help="pictures a request asks for")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--preview-every", type=int, default=8,
+                   help="concurrency: a preview every N tokens, as the studio's default (0: none, what previews cost)")
     p.add_argument("--output", default=str(ROOT / "bench" / "results" / "studio.json"))
     args = p.parse_args(argv)
     results = {"model": args.model}
@@ -156,10 +158,10 @@ def main(argv: list[str] | None = None) -> None:
         for server in (one, batched):
             settle(server)
         results["overhead"] = overhead(batched_url, args.model, choice, args.repeats)
-        results["one_at_a_time"] = [concurrency(one_url, choice, n, args.rounds, k) for k in args.images
-                                    for n in args.clients]
-        results["batched"] = [concurrency(batched_url, choice, n, args.rounds, k) for k in args.images
-                              for n in args.clients]
+        results["one_at_a_time"] = [concurrency(one_url, choice, n, args.rounds, k, args.preview_every)
+                                    for k in args.images for n in args.clients]
+        results["batched"] = [concurrency(batched_url, choice, n, args.rounds, k, args.preview_every)
+                              for k in args.images for n in args.clients]
     finally:
         one.terminate()
         batched.terminate()
