@@ -1,9 +1,10 @@
-"""``painter eval``: how good a model is, in three numbers.
+"""``painter eval``: how good a model is, in a few numbers.
 
 * validation loss: the training objective on held-out rows;
 * VQGAN PSNR: reconstruction quality of held-out images (8-bit, as images are written);
 * R-precision@1: for N captions, paint one image each with a fixed seed, and count how often the caption's
-  true image is the nearest (pixel L2 at 32x32) among itself and ``candidates - 1`` other images.
+  true image is the nearest (pixel L2 at 32x32) among itself and ``candidates - 1`` other images;
+* caption use (with training captions): the objective with each picture's own caption and with another's.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from painter.checkpoints import build_model, load_checkpoint
-from painter.data.images import psnr
+from painter.data.images import decode_base64_image, psnr, to_model_input
+from painter.data.tsv import RejectedRow, tsv_rows
 from painter.errors import PainterError
+from painter.models import PainterModel
 from painter.serving.pipeline import Painter
 from painter.text import TextTokenizer
 from painter.training.data import read_examples
@@ -35,18 +38,55 @@ def pil_to_tensor(image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
 
 
-@torch.no_grad()
-def validation_metrics(model_dir: Path, valid: Path) -> dict[str, float]:
+def load_fp32(model_dir: Path) -> tuple[PainterModel, TextTokenizer]:
+    """The model as trained (fp32, the checkpoint's own layers) and its tokenizer, for teacher-forced measures."""
     checkpoint = load_checkpoint(model_dir)
     model = build_model(checkpoint)
     cfg = model.config
-    tokenizer = TextTokenizer(checkpoint.vocab_file, cfg.text_len, cfg.img_vocab_size)
-    examples = read_examples(valid, cfg.vqgan.resolution)
+    return model, TextTokenizer(checkpoint.vocab_file, cfg.text_len, cfg.img_vocab_size)
+
+
+@torch.no_grad()
+def validation_metrics(model: PainterModel, tokenizer: TextTokenizer, valid: Path) -> dict[str, float]:
+    examples = read_examples(valid, model.config.vqgan.resolution)
     codes = encode_images(model.first_stage_model, examples.images, torch.device("cpu"))
     recon = torch.cat([model.first_stage_model.decode(c) for c in codes.split(32)])
     ids = torch.tensor([tokenizer(t).ids for t in examples.texts])
     loss = mean_loss(model.transformer, ids, codes[examples.image_of_row])
     return {"valid_loss": loss, "vqgan_psnr": psnr(recon, examples.images)}
+
+
+def sample_rows(path: Path, rows: int, seed: int) -> list[tuple[str, str]]:
+    """(caption, base64 picture) of ``rows`` rows drawn at random from a TSV, reading only their pictures
+    (a training file holds thousands)."""
+    usable = [(number, cols) for number, cols in
+              (row for row in tsv_rows(path, (3,), "idx<TAB>text<TAB>imgbase64") if not isinstance(row, RejectedRow))
+              if cols[1].strip()]
+    chosen = random.Random(seed).sample(usable, min(rows, len(usable)))
+    return [(cols[1].strip(), cols[2].strip()) for _, cols in chosen]
+
+
+@torch.no_grad()
+def caption_use(model: PainterModel, tokenizer: TextTokenizer, path: Path, rows: int = 256,
+                seed: int = 0) -> dict[str, float]:
+    """How much a caption decides its picture: the objective (nats per image code) on rows of ``path`` with
+    each row's own caption, and with the caption of another picture of the sample. A model that ignores
+    captions scores the same on both; one that has memorised its pictures from their first codes scores
+    low on both (every code but the first few follows from the codes before it), and R@1 then depends on
+    how far the caption chooses those first codes, which the gap between the two measures."""
+    sample = sample_rows(path, rows, seed)
+    if len(sample) < 2:
+        raise PainterError(f"{path}: caption use needs at least 2 usable rows")
+    images = torch.stack([to_model_input(decode_base64_image(b64), model.config.vqgan.resolution)
+                          for _, b64 in sample])
+    codes = encode_images(model.first_stage_model, images, torch.device("cpu"))
+    ids = torch.tensor([tokenizer(text).ids for text, _ in sample])
+    # another picture's caption: the sample's next row whose picture differs
+    other = [next(j % len(sample) for j in range(i + 1, i + len(sample)) if sample[j % len(sample)][1] != b64)
+             for i, (_, b64) in enumerate(sample)]
+    own = mean_loss(model.transformer, ids, codes)
+    swapped = mean_loss(model.transformer, ids[other], codes)
+    return {"caption_loss_own": own, "caption_loss_other": swapped, "caption_rows": len(sample)}
 
 
 def style_of(row_id: str) -> str:
@@ -193,7 +233,11 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
     from painter import hub
 
     model_dir = hub.resolve(model)
-    result: dict = validation_metrics(model_dir, valid)
+    trained, tokenizer = load_fp32(model_dir)
+    result: dict = validation_metrics(trained, tokenizer, valid)
+    if captions_from:
+        result.update(caption_use(trained, tokenizer, captions_from, seed=seed))
+    del trained
     painter = Painter.from_pretrained(model_dir, device="cpu")
     sources = [(captions_from, None, False), (valid, captions_from, False)] if captions_from else [(valid, None, False)]
     sources += [(path, captions_from, same) for path, same in ((heldout, True), (paraphrase, False)) if path]

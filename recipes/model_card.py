@@ -98,7 +98,7 @@ settings whose pictures differ between seeds while staying on the prompt): {reco
 |---|---|---|---|
 {metric_rows}
 | validation loss (held-out pictures) | {valid_loss:.3f} | | |
-| VQGAN PSNR on held-out pictures | {vqgan_psnr:.2f} dB | | |
+{caption_row}| VQGAN PSNR on held-out pictures | {vqgan_psnr:.2f} dB | | |
 """
 METRICS = {"r_at_1_train": "R@1, training captions", "r_at_1_heldout": "R@1, held-out (subject, style) pairs "
            "(candidates of the same style)", "r_at_1_paraphrase": "R@1, paraphrased prompts"}
@@ -127,6 +127,16 @@ def duration(run: Path) -> str:
         return f"{seconds / 3600:.1f} h"
     estimate = seconds / len(timed) * len(log)
     return f"about {estimate / 3600:.1f} h ({seconds / 3600:.1f} h logged, {untimed} earlier steps at the logged rate)"
+
+
+def caption_row(evaluation: dict) -> str:
+    """The objective with each training picture's own caption and with another's: how much the caption
+    decides the picture (an evaluation made before this measure has no row)."""
+    if "caption_loss_own" not in evaluation:
+        return ""
+    return (f"| objective with a training picture's own caption / another picture's ({evaluation['caption_rows']} "
+            f"rows; nats per code) | {evaluation['caption_loss_own']:.3f} / {evaluation['caption_loss_other']:.3f} "
+            "| | |\n")
 
 
 def limits_text(evaluation: dict) -> str:
@@ -223,7 +233,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         recommended=settings_text(models / name), eval_precision=evaluation.get("precision", "fp32"),
         eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"], metric_rows="\n".join(rows),
         eval_guidance=evaluation.get("guidance_scale", 1.0),
-        valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"],
+        valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"], caption_row=caption_row(evaluation),
         last_seed=evaluation.get("seeds", 1) - 1, captions=evaluation["captions"], **gpt)
 
 

@@ -32,3 +32,9 @@ def test_stages_follow_each_run_back_to_the_plain_code_run(tmp_path, monkeypatch
     run_dir(tmp_path / "scratch", None, 3, 50.0)
     assert model_card.stage_runs(tmp_path / "scratch", "bundled-base") == [
         (tmp_path / "scratch", "`painter train --size bundled-base`")]
+
+
+def test_the_caption_use_row_appears_only_where_the_evaluation_measured_it():
+    row = model_card.caption_row({"caption_loss_own": 0.2612, "caption_loss_other": 1.0498, "caption_rows": 256})
+    assert "256 rows" in row and "| 0.261 / 1.050 |" in row and row.endswith("\n")
+    assert model_card.caption_row({"valid_loss": 7.1}) == ""

@@ -322,6 +322,29 @@ def test_eval_reports_loss_and_psnr(easynlp_dir, tmp_path, capsys, monkeypatch):
     assert main(["-q", "eval", "--model", str(easynlp_dir), "--valid", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 3.0 < result["valid_loss"] < 10.0 and 0 < result["vqgan_psnr"] < 20 and result["r_at_1_train"] == 0.5
+    assert "caption_loss_own" not in result  # measured on training captions only
+    assert main(["-q", "eval", "--model", str(easynlp_dir), "--valid", str(data), "--captions-from", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = len(data.read_text(encoding="utf-8").splitlines())  # fewer than the 256 sampled by default: all
+    assert result["caption_rows"] == rows and 3.0 < result["caption_loss_own"] < 10.0
+
+
+def test_caption_use_measures_what_the_caption_changes(easynlp_dir, tmp_path):
+    """Own and another picture's caption give different objectives for a model that reads its captions, and
+    exactly the same for one blind to them (every text token embedded alike); the other caption is always
+    another picture's, though each picture here has two captions on adjacent rows."""
+    from painter.evaluation import caption_use, load_fp32, sample_rows
+
+    model, tokenizer = load_fp32(easynlp_dir)
+    data = synthetic_tsv(tmp_path / "train.tsv")
+    seen = caption_use(model, tokenizer, data, rows=12)
+    assert seen["caption_rows"] == 12 and seen["caption_loss_own"] != seen["caption_loss_other"]
+    assert len({b64 for _, b64 in sample_rows(data, 12, 0)}) < 12  # the sample holds a picture twice
+    with torch.no_grad():
+        text = model.transformer.tok_emb.weight[tokenizer.img_vocab_size:]
+        text.copy_(text.mean(0, keepdim=True).expand_as(text))
+    blind = caption_use(model, tokenizer, data, rows=12)
+    assert blind["caption_loss_own"] == pytest.approx(blind["caption_loss_other"], abs=1e-6)
 
 
 class StandInPainter:
