@@ -29,10 +29,7 @@ method (so that peak RSS is per method) loads it and measures:
   cost of fast previews every 8 tokens; peak RSS. For ``auto``, a child before it runs the one-off quality
   check that picks the mode (its time is printed below the table), so the measured load is a user's second.
 * the bandwidth floor: the bytes of weights one step reads, times 256 steps, over the read bandwidth
-  measured here, per image;
-* the decode floor: the decoder's floating-point operations (counted by torch's FlopCounterMode) over the
-  best convolution throughput measured here in the decoder's dtype, per image. The two floors add up to the
-  least prompt -> PNG time this CPU allows for batch 1 without faster kernels.
+  measured here, per image.
 
 Times are seconds per image; the speed-up is the reference's prompt -> image time over ours, same run.
 """
@@ -165,35 +162,6 @@ def read_bandwidth_gbs(gib: float = 1.0) -> float:
         x.sum()
         best = min(best, time.perf_counter() - start)
     return x.numel() * 4 / best / 1e9
-
-
-def conv_gflops(dtype: torch.dtype) -> float:
-    """The best convolution throughput measured here with all threads: a 3 x 3 convolution of 256 channels on
-    a 64 x 64 map, the decoder's middle resolution (the best of 5 runs)."""
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(dtype).eval()
-    x = torch.randn(1, 256, 64, 64, dtype=dtype)
-    best = float("inf")
-    with torch.inference_mode():
-        conv(x)
-        for _ in range(5):
-            start = time.perf_counter()
-            conv(x)
-            best = min(best, time.perf_counter() - start)
-    return 2 * 256 * 256 * 9 * 64 * 64 / best / 1e9
-
-
-def decoder_gflop(name: str) -> float:
-    """Floating-point operations of one decode of this config's VQGAN (almost all in its convolutions)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from painter.models import GPTConfig, ModelConfig, PainterModel
-
-    vqgan = PainterModel(ModelConfig(gpt=GPTConfig(**CONFIGS[name]))).first_stage_model.eval()
-    codes = torch.zeros(1, vqgan.config.num_codes, dtype=torch.long)
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        vqgan.decode(codes)
-    return counter.get_total_flops() / 1e9
 
 
 def measure_ours(model_dir: Path, precision: str) -> dict:
@@ -417,29 +385,23 @@ def main() -> None:
     if args.models:
         return measure_models(args.models, args.modes, args)
 
-    from painter.precision import cpu_description
-
     bandwidth = read_bandwidth_gbs()
-    gflops = {"bfloat16": conv_gflops(torch.bfloat16), "float32": conv_gflops(torch.float32)}
-    print(f"{cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth "
-          f"{bandwidth:.1f} GB/s, convolutions {gflops['bfloat16']:.0f} GFLOP/s in bf16 and "
-          f"{gflops['float32']:.0f} in fp32, reference "
-          f"{'full' if args.full_reference else 'estimated from 5 measured steps'}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth {bandwidth:.1f} GB/s, "
+          f"reference {'full' if args.full_reference else 'estimated from 5 measured steps'}")
     header = ("| model | mode (decoder) | batch | tokens s/img | decode s/img | prompt→PNG s/img | reference s/img | "
-              "speed-up | bandwidth floor s/img | decode floor s/img | fast previews | peak RSS GB |")
+              "speed-up | bandwidth floor s/img | fast previews | peak RSS GB |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     logit_checks, quality_checks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             model_dir = write_checkpoint(name, Path(tmp))
-            flop = decoder_gflop(name)
             ref = run_child("reference", model_dir, args)
             ours_dir = convert(model_dir, Path(tmp) / f"{name}-painter", to="painter")
             logit_checks.append(f"{name}: {ref['max_logit_diff']:.1e}")
             reference = {b: ref["batches"][str(b)] + ref["decode_s"] for b in BATCHES}
             print(f"| {name} | reference (fp32) | 1 | {ref['batches']['1']:.2f} | {ref['decode_s']:.2f} | "
-                  f"{reference[1]:.2f} | {reference[1]:.2f} | 1.0x | | | | {ref['rss_gb']:.2f} |", flush=True)
+                  f"{reference[1]:.2f} | {reference[1]:.2f} | 1.0x | | | {ref['rss_gb']:.2f} |", flush=True)
             for mode in args.modes:
                 if mode == "auto":
                     check = run_child("check", ours_dir, args, mode)
@@ -451,11 +413,10 @@ def main() -> None:
                     floor = STEPS * ours["weight_bytes"] / (bandwidth * 1e9) / batch
                     preview = (f"{100 * ours['preview_s'] / (ours['e2e'][b] * batch):.1f}% (fit {ours['preview_fit_s']:.1f} s once)"
                                if batch == 1 else "")
-                    decode_floor = flop / gflops.get(ours["decoder"], gflops["float32"])
                     print(f"| {name} | {label} ({ours['decoder']}) | {batch} | {ours['tokens'][b]:.2f} | "
                           f"{ours['decode'][b]:.2f} | {ours['e2e'][b]:.2f} | {reference[batch]:.2f} | "
-                          f"{reference[batch] / ours['e2e'][b]:.1f}x | {floor:.2f} | {decode_floor:.2f} | {preview} | "
-                          f"{ours['rss_gb']:.2f} |", flush=True)
+                          f"{reference[batch] / ours['e2e'][b]:.1f}x | {floor:.2f} | {preview} | {ours['rss_gb']:.2f} |",
+                          flush=True)
     print(f"\nfp32 cached logits against full recomputation, max difference: {', '.join(logit_checks)}")
     if quality_checks:
         print(f"auto's one-off quality check (first load of a model, then cached): {', '.join(quality_checks)}")
