@@ -94,6 +94,27 @@ def test_any_picture_is_encoded_and_bad_requests_get_clear_messages(painter):
         painter.repaint(b"not a picture", "狐狸", box=(0, 0, 4, 4))
 
 
+def test_pictures_in_any_colour_mode_are_encoded_as_what_they_show(painter):
+    """A print-shop CMYK JPEG, a 16-bit greyscale scan and a palette GIF encode to the codes of the same picture
+    in plain RGB (a few codes may differ where JPEG or the palette changed the pixels), never to white."""
+    import io
+
+    rgb = Image.new("RGB", (96, 96), (240, 240, 240))
+    rgb.paste((200, 30, 30), (24, 24, 72, 72))
+    cmyk = io.BytesIO()
+    rgb.convert("CMYK").save(cmyk, "JPEG", quality=95)
+    grey16 = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)  # mode I;16
+    reference = painter.image_codes(rgb)
+    for name, picture in [("CMYK", Image.open(cmyk)), ("I;16", grey16), ("P", rgb.convert("P"))]:
+        codes = painter.image_codes(picture)
+        same = (codes == reference).float().mean().item()
+        if name == "I;16":  # grey, so compare with the grey picture
+            same = (codes == painter.image_codes(rgb.convert("L"))).float().mean().item()
+        assert same > 0.8, (name, same)
+    white = painter.image_codes(Image.new("RGB", (96, 96), (255, 255, 255)))
+    assert (painter.image_codes(grey16) != white).any()  # Pillow's own convert("RGB") clips I;16 to white
+
+
 def test_paint_and_repaint_from_the_command_line(model_dir, tmp_path):
     first = tmp_path / "first.png"
     assert main(["-q", "paint", "红苹果", "--model", str(model_dir), "--output", str(first), "--seed", "4",

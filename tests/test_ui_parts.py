@@ -366,3 +366,23 @@ def test_a_bad_model_folder_is_listed_with_its_reason_and_the_others_work(painte
     rows = {row[0]: row for row in Studio(manager, load_styles(ROOT / "styles")).models_table()}
     assert "cannot load" in rows["bad-model"][5] and "text_vocab_size" in rows["bad-model"][5]
     assert manager.get(painter_dir.name).generate("红苹果", seed=0)[0][0].size == (16, 16)
+
+
+def test_an_uploaded_picture_too_large_or_not_a_picture_is_one_clear_line(tmp_path, monkeypatch):
+    """A decompression bomb (here: more than twice Pillow's pixel limit, lowered for the test) and a file that
+    is no picture are refused with the reason, before any pixel is decoded; a CMYK JPEG opens as it is."""
+    import gradio as gr
+
+    from painter.ui.app import open_picture
+
+    big, cmyk, text = tmp_path / "big.png", tmp_path / "print.jpg", tmp_path / "notes.png"
+    Image.new("L", (400, 400)).save(big)
+    Image.new("CMYK", (40, 30), (0, 200, 200, 0)).save(cmyk)
+    text.write_text("not a picture")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
+    with pytest.raises(gr.Error, match="not a readable picture.*DecompressionBombError"):
+        open_picture(str(big))
+    with pytest.raises(gr.Error, match="not a readable picture.*UnidentifiedImageError"):
+        open_picture(str(text))
+    opened = open_picture(str(cmyk))
+    assert opened.mode == "CMYK" and opened.size == (40, 30)
