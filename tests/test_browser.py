@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import ElementClickInterceptedException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -61,9 +62,19 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
+def clicked(element) -> bool:
+    """Click, or report that something lay over the element (Gradio's progress overlay while an event of the
+    component runs, longer on a busy machine), for a wait to try again."""
+    try:
+        element.click()
+        return True
+    except ElementClickInterceptedException:
+        return False
+
+
 def choose(driver, elem_id: str, text: str) -> None:
     """Open a Gradio dropdown and click the option whose label contains ``text``."""
-    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    WebDriverWait(driver, 60).until(lambda d: clicked(d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")))
     option = WebDriverWait(driver, 10).until(EC.element_to_be_clickable(
         (By.CSS_SELECTOR, f"#{elem_id} li[data-testid='dropdown-option'][aria-label*='{text}']")))
     option.click()
