@@ -38,3 +38,14 @@ def test_the_caption_use_row_appears_only_where_the_evaluation_measured_it():
     row = model_card.caption_row({"caption_loss_own": 0.2612, "caption_loss_other": 1.0498, "caption_rows": 256})
     assert "256 rows" in row and "| 0.261 / 1.050 |" in row and row.endswith("\n")
     assert model_card.caption_row({"valid_loss": 7.1}) == ""
+
+
+def test_the_card_says_when_the_shipped_settings_are_not_the_sweeps_choice(tmp_path):
+    sweep, model = tmp_path / "sweep.json", tmp_path / "model"
+    model.mkdir()
+    sweep.write_text(json.dumps({"chosen": {"top_k": 10, "temperature": 0.7, "guidance_scale": 1.0}}))
+    (model / "config.json").write_text(json.dumps({"sampling": {"top_k": 10, "temperature": 0.7, "guidance_scale": 1.0}}))
+    assert model_card.override_text(sweep, model) == ""  # shipped as chosen
+    (model / "config.json").write_text(json.dumps({"sampling": {"top_k": 20, "temperature": 0.8, "guidance_scale": 1.0}}))
+    assert "chose top-k 10, temperature 0.7" in model_card.override_text(sweep, model)
+    assert model_card.override_text(tmp_path / "no-sweep.json", model) == ""
