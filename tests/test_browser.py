@@ -212,8 +212,9 @@ PRESET_SHOTS = (("ecommerce", "电商"), ("scenery", "风景"), ("painting", "�
 
 
 def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser(browser, studio_url, tmp_path):
-    """Each preset with the bundled 128 px model chosen, its first example, four pictures (seeds 0-3), each
-    scored by its domain's measure; screenshots go to PAINTER_SCREENSHOTS when that names a folder."""
+    """Each preset with bundled-large chosen (the 128 px model the domain presets fall back to; bundled-base
+    paints blotches of a subject's colours), its first example, four pictures (seeds 0-3), each scored by its
+    domain's measure; screenshots go to PAINTER_SCREENSHOTS when that names a folder."""
     import io
     import urllib.request
 
@@ -234,7 +235,7 @@ def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser
         box = browser.find_element(By.CSS_SELECTOR, field)
         box.clear()
         box.send_keys(value + "\t")
-    choose(browser, "model", "bundled-")
+    choose(browser, "model", "bundled-large")  # the bundled model the domain presets fall back to
     shown = browser.find_element(By.CSS_SELECTOR, "#examples button").text  # the plain preset's first example
     for style, label in PRESET_SHOTS:
         choose(browser, "style", label)
