@@ -75,15 +75,15 @@ def caption_use(model: PainterModel, tokenizer: TextTokenizer, path: Path, rows:
     low on both (every code but the first few follows from the codes before it), and R@1 then depends on
     how far the caption chooses those first codes, which the gap between the two measures."""
     sample = sample_rows(path, rows, seed)
-    if len(sample) < 2:
-        raise PainterError(f"{path}: caption use needs at least 2 usable rows")
+    # another picture's caption: the sample's next row whose picture differs
+    other = [next((j % len(sample) for j in range(i + 1, i + len(sample)) if sample[j % len(sample)][1] != b64), None)
+             for i, (_, b64) in enumerate(sample)]
+    if not sample or None in other:
+        raise PainterError(f"{path}: caption use needs usable rows of at least 2 different pictures")
     images = torch.stack([to_model_input(decode_base64_image(b64), model.config.vqgan.resolution)
                           for _, b64 in sample])
     codes = encode_images(model.first_stage_model, images, torch.device("cpu"))
     ids = torch.tensor([tokenizer(text).ids for text, _ in sample])
-    # another picture's caption: the sample's next row whose picture differs
-    other = [next(j % len(sample) for j in range(i + 1, i + len(sample)) if sample[j % len(sample)][1] != b64)
-             for i, (_, b64) in enumerate(sample)]
     own = mean_loss(model.transformer, ids, codes)
     swapped = mean_loss(model.transformer, ids[other], codes)
     return {"caption_loss_own": own, "caption_loss_other": swapped, "caption_rows": len(sample)}

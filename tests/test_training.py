@@ -345,6 +345,10 @@ def test_caption_use_measures_what_the_caption_changes(easynlp_dir, tmp_path):
         text.copy_(text.mean(0, keepdim=True).expand_as(text))
     blind = caption_use(model, tokenizer, data, rows=12)
     assert blind["caption_loss_own"] == pytest.approx(blind["caption_loss_other"], abs=1e-6)
+    one_picture = tmp_path / "one.tsv"
+    one_picture.write_text("".join(data.read_text(encoding="utf-8").splitlines(keepends=True)[:2]), encoding="utf-8")
+    with pytest.raises(PainterError, match="at least 2 different pictures"):  # its two captions share a picture
+        caption_use(model, tokenizer, one_picture)
 
 
 class StandInPainter:

@@ -303,17 +303,17 @@ class Engine:
                 request.codes[:, request.step] = request.forced[request.step]  # kept: fed as given, no draw
                 self._advance(request)
             else:
-                cfg = request.sampling
-                groups.setdefault(cfg, []).append((request, guide(rows, cfg.guidance_scale) if cfg.guided else rows))
+                groups.setdefault(request.sampling, []).append((request, rows))
         for cfg, members in groups.items():
             try:
-                probs = next_token_probs(torch.cat([rows for _, rows in members]), cfg)
+                guided = [guide(rows, cfg.guidance_scale) if cfg.guided else rows for _, rows in members]
+                probs = next_token_probs(torch.cat(guided), cfg)
                 finite = finite_rows(probs)
             except Exception as exc:
                 self._fail([request for request, _ in members], exc)
                 continue
             start = 0
-            for request, rows in members:
+            for (request, _), rows in zip(members, guided):
                 span = slice(start, start + len(rows))
                 start = span.stop
                 try:
