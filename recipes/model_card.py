@@ -197,10 +197,9 @@ def override_text(sweep_file: Path, model_dir: Path) -> str:
     shipped = json.loads((model_dir / "config.json").read_text()).get("sampling", {})
     if all(chosen.get(k) == v for k, v in shipped.items()):
         return ""
-    return (f" The sweep, on 30 prompts a set, chose top-k {chosen['top_k']}, temperature {chosen['temperature']}; "
-            "on the evaluation's 100 prompts a set those gave two different correct pictures for fewer than 60% of "
-            "the prompts, so the shipped settings are the next ones that did (both evaluations are in "
-            "`docs/bundled-models.md`).")
+    return (f" The sweep chose top-k {chosen['top_k']}, temperature {chosen['temperature']}, guidance "
+            f"{chosen['guidance_scale']}; the shipped settings were set after the full evaluation below, and "
+            "`docs/bundled-models.md` gives both evaluations and why.")
 
 
 def bundled_card(name: str, runs: Path, models: Path) -> str:

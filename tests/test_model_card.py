@@ -47,5 +47,5 @@ def test_the_card_says_when_the_shipped_settings_are_not_the_sweeps_choice(tmp_p
     (model / "config.json").write_text(json.dumps({"sampling": {"top_k": 10, "temperature": 0.7, "guidance_scale": 1.0}}))
     assert model_card.override_text(sweep, model) == ""  # shipped as chosen
     (model / "config.json").write_text(json.dumps({"sampling": {"top_k": 20, "temperature": 0.8, "guidance_scale": 1.0}}))
-    assert "chose top-k 10, temperature 0.7" in model_card.override_text(sweep, model)
+    assert "chose top-k 10, temperature 0.7, guidance 1.0" in model_card.override_text(sweep, model)
     assert model_card.override_text(tmp_path / "no-sweep.json", model) == ""
