@@ -137,43 +137,53 @@ class Retrieval:
 def retrieval(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
               seeds: int = 1, guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
               temperature: float | None = None, pool: Path | None = None, same_style: bool = False) -> Retrieval:
-    """Paint captions from ``data`` with seeds ``seed`` .. ``seed + seeds - 1`` and look each picture up
-    among its true image and ``candidates - 1`` others from ``data`` and ``pool`` (distinct images; with
-    ``same_style`` only images whose row ids name the caption's style)."""
+    """Paint ``captions`` distinct prompts from ``data`` with seeds ``seed`` .. ``seed + seeds - 1`` and look
+    each picture up among the prompt's true images and distinct others from ``data`` and ``pool``, ``candidates``
+    in all (with ``same_style`` only images of a style the prompt's rows in ``data`` name).
+
+    A prompt's true images are all the pictures ``data`` and ``pool`` pair it with: a caption without a style
+    word, or a keyword naming up to three subjects, is trained on several pictures, and painting any of them is
+    what the data taught (counting only one would score the seed-to-seed variety the data set is built for as
+    misses)."""
     examples = read_examples(data, painter.config.vqgan.resolution)
-    images, hashes = examples.images, list(examples.image_hashes)
-    styles = [""] * len(hashes)
+    images = examples.images
+    styles = [""] * len(images)
+    index = {h: i for i, h in enumerate(examples.image_hashes)}
+    pictures_of: dict[str, set[int]] = {}
     for row, image in enumerate(examples.image_of_row):
         styles[image] = style_of(examples.ids[row])
+        pictures_of.setdefault(examples.texts[row], set()).add(image)
+    home = {text: {styles[i] for i in found} for text, found in pictures_of.items()}
     if pool:
         extra = read_examples(pool, painter.config.vqgan.resolution)
-        known = set(hashes)
-        keep = {}
+        new: list[int] = []
         for row, image in enumerate(extra.image_of_row):
-            if extra.image_hashes[image] not in known and image not in keep:
-                keep[image] = style_of(extra.ids[row])
-        images = torch.cat([images, extra.images[list(keep)]])
-        styles += list(keep.values())
+            if extra.image_hashes[image] not in index:
+                index[extra.image_hashes[image]] = len(styles)
+                new.append(image)
+                styles.append(style_of(extra.ids[row]))
+            if extra.texts[row] in pictures_of:
+                pictures_of[extra.texts[row]].add(index[extra.image_hashes[image]])
+        images = torch.cat([images, extra.images[new]])
     if len(images) < candidates:
         raise PainterError(f"{data} has {len(images)} distinct images; R@1 needs at least {candidates}")
     rng = random.Random(seed)
-    rows = rng.sample(range(len(examples.texts)), min(captions, len(examples.texts)))
+    texts = rng.sample(list(pictures_of), min(captions, len(pictures_of)))
     targets = small(images)
-    texts = [examples.texts[r] for r in rows]
     painted = [[pictures[0] for pictures in painter.generate(texts, seed=seed + s, batch_size=batch_size,
                                                              guidance_scale=guidance_scale, top_k=top_k,
                                                              temperature=temperature)]
                for s in range(seeds)]
     hits, pictures = [], []
-    for n, r in enumerate(rows):
-        truth = examples.image_of_row[r]
-        style = styles[truth] if same_style else None
-        others = [i for i in range(len(images)) if i != truth and (style is None or styles[i] == style)]
-        pool_ids = [truth] + rng.sample(others, min(candidates - 1, len(others)))
+    for n, text in enumerate(texts):
+        eligible = [i for i in range(len(images)) if not same_style or styles[i] in home[text]]
+        truths = sorted(pictures_of[text] & set(eligible))
+        others = [i for i in eligible if i not in pictures_of[text]]
+        pool_ids = truths + rng.sample(others, min(max(candidates - len(truths), 0), len(others)))
         found = []
         for s in range(seeds):
             distances = (targets[pool_ids] - small(pil_to_tensor(painted[s][n])[None])).pow(2).sum(1)
-            found.append(distances.argmin().item() == 0)
+            found.append(distances.argmin().item() < len(truths))
         hits.append(found)
         pictures.append([painted[s][n] for s in range(seeds)])
     return Retrieval(hits, pictures)

@@ -253,7 +253,8 @@ def test_held_out_pairs_keep_every_subject_and_style_in_training():
 def test_written_data_set_never_leaks_held_out_pictures(tmp_path):
     colours = {(s, st): (40 * s, 60 * ["a", "b", "c"].index(st), 90) for s in range(6) for st in "abc"}
     pics = [Picture(f"{st}/{s}", str(s), st, lambda c=c: Image.new("RGB", (16, 16), c),
-                    lambda s=s, st=st: [f"物{s}", f"{st}风格的物{s}", f"一个物{s}"], paraphrase=f"画物{s}")
+                    lambda s=s, st=st: [f"物{s}", f"{st}风格的物{s}", f"一个物{s}"],
+                    paraphrase=f"画c风格的物{s}" if st == "c" else f"画物{s}", paraphrase_names_style=st == "c")
             for (s, st), c in colours.items()]
     held = {("1", "b"), ("4", "c")}
     for p in pics:
@@ -266,6 +267,17 @@ def test_written_data_set_never_leaks_held_out_pictures(tmp_path):
 
     assert images("heldout.tsv") and not images("heldout.tsv") & images("train.tsv")
     assert not images("paraphrase.tsv") - images("train.tsv")
+    # a paraphrase without a style word has a row for each trained picture of its subject, one with a style word one
+    rows: dict[str, set[str]] = {}
+    for line in (tmp_path / "paraphrase.tsv").read_text().splitlines():
+        idx, text, _ = line.split("\t")
+        rows.setdefault(text, set()).add(idx)
+    trained = {p.id for p in pics if p.split == "train"}
+    assert len(rows) == summary["paraphrase_prompts"] == 6 + 5 and summary["paraphrase_rows"] == 16 + 5
+    for s in range(6):
+        assert rows[f"画物{s}"] == {f"{st}/{s}/p" for st in "abc" if f"{st}/{s}" in trained}
+        assert rows.get(f"画c风格的物{s}") == ({f"c/{s}/p"} if s != 4 else None)
+    assert rows["画物1"] == {"a/1/p", "c/1/p"}
     assert images("valid.tsv") <= images("heldout.tsv")
     manifest = (tmp_path / "manifest.tsv").read_text().splitlines()
     assert len(manifest) == 19 and manifest[0].startswith("id\t")

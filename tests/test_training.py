@@ -425,6 +425,30 @@ def test_retrieval_per_seed_variety_and_same_style_candidates(tmp_path):
     assert mixed.r_at_1 <= 0.2 and same.r_at_1 >= 0.8
 
 
+def test_retrieval_counts_every_picture_a_prompt_is_paired_with(tmp_path):
+    """A caption without a style word is trained on the subject's pictures in both styles: painting either is
+    right, and a prompt counts once however many rows it has."""
+    from painter.evaluation import retrieval
+
+    data, truth = styled_tsv(tmp_path / "styled.tsv")
+    rows = data.read_text(encoding="utf-8").splitlines(keepends=True)
+    plain = [line.replace(f"{line[0]}风格的", "").replace("/0\t", "/1\t") for line in rows]
+    data.write_text("".join(rows + plain), encoding="utf-8")
+
+    def painter(plain_style):  # every styled prompt painted in style a, a plain one in ``plain_style``
+        return StandInPainter(lambda text: truth[text.replace("b风格", "a风格") if "风格" in text
+                                                 else f"{plain_style}风格的{text}"])
+
+    for plain_style in "ab":
+        found = retrieval(painter(plain_style), data, captions=40, candidates=20)
+        assert len(found.hits) == 30, "20 styled prompts and 10 plain ones, each once"
+        assert found.r_at_1 == pytest.approx(20 / 30), "styled a and plain prompts right, styled b ones wrong"
+    plain_only = tmp_path / "plain.tsv"
+    plain_only.write_text("".join(plain), encoding="utf-8")
+    with pytest.raises(PainterError, match="at least 100"):
+        retrieval(painter("a"), plain_only, captions=10)
+
+
 def test_training_time_adds_up_the_runs_of_a_resumed_log():
     records = [{"seconds": 10.0}, {"seconds": 20.5}, {"step": 3}, {"seconds": 4.0}, {"seconds": 9.0},
                {"seconds": 1.0}]

@@ -18,7 +18,8 @@ Files written to the output folder:
   in other styles and whose style is trained on other subjects (never in train.tsv);
 * ``valid.tsv`` — every 5th held-out picture with one caption: a quick validation set for the VQGAN's PSNR
   and the GPT's loss during training;
-* ``paraphrase.tsv`` — training pictures with prompts worded as no training caption is;
+* ``paraphrase.tsv`` — training pictures with prompts worded as no training caption is; a prompt that names
+  no style has a row for each trained emoji picture of its subject, since each is what it asks for;
 * ``manifest.tsv`` — one line per picture: id, subject, style, split, sha256 of its PNG, its captions;
 * ``probe.tsv`` — a handful of training pictures with their first caption, committed beside the manifest: a
   test paints them with the shipped models and checks retrieval beats chance (the weights are the trained ones);
@@ -103,6 +104,7 @@ class Picture:
     captions: Callable[[], list[str]]
     split: str = "train"
     paraphrase: str = ""
+    paraphrase_names_style: bool = False  # else any emoji picture of the subject answers the paraphrase
 
 
 def _stable_unit(text: str) -> float:
@@ -142,9 +144,10 @@ class Builder:
     def _emoji(self, style_id: str, key: str) -> Picture:
         style, source = STYLE_BY_ID[style_id], self.sources[style_id]
         parts = self.parts(self.subjects[key], style.word)
+        prompt = paraphrase(parts, f"{style.id}/{key}")
         return Picture(f"{style.id}/{key}", key, style.id, lambda: pad_square(source.image(key, 112), SIZE, 112),
                        lambda: emoji_captions(parts, CAPTIONS_PER_IMAGE, f"{style.id}/{key}"),
-                       paraphrase=paraphrase(parts, f"{style.id}/{key}"))
+                       paraphrase=prompt, paraphrase_names_style=style.word in prompt)
 
     def emoji_pairs(self, plan: Plan) -> list[tuple[str, str]]:
         """(style, subject) of the plan's emoji pictures: every style's every subject (full), or each subject in
@@ -244,7 +247,11 @@ def write_dataset(pics: list[Picture], output: Path) -> dict:
     rng = random.Random(0)
     candidates = [i for i, p in enumerate(pics) if p.paraphrase and p.split == "train"]
     paraphrased = set(rng.sample(candidates, min(PARAPHRASE_PROMPTS, len(candidates))))
-    train, heldout, valid, para, manifest = [], [], [], [], []
+    of_subject: dict[str, list[int]] = {}
+    for i in candidates:
+        of_subject.setdefault(pics[i].subject, []).append(i)
+    train, heldout, valid, manifest = [], [], [], []
+    b64_of: dict[int, str] = {}  # the trained emoji pictures, which paraphrases show
     counts: dict[str, int] = {}
     for i, pic in enumerate(pics):
         png = png_bytes(pic.draw())
@@ -257,13 +264,18 @@ def write_dataset(pics: list[Picture], output: Path) -> dict:
             if len(heldout) % (2 * VALID_EVERY) == 0:  # every 5th held-out picture (two rows each)
                 valid.append(rows[0])
             heldout += rows
-        if i in paraphrased:
-            para.append(tsv_line(f"{pic.id}/p", pic.paraphrase, b64))
+        if pic.paraphrase and pic.split == "train":
+            b64_of[i] = b64
         manifest.append(tsv_line(pic.id, pic.subject, pic.style, pic.split, hashlib.sha256(png).hexdigest(),
                                  "|".join(captions)))
         counts[pic.style] = counts.get(pic.style, 0) + 1
         if (i + 1) % 1000 == 0:
             log.info("%d / %d pictures", i + 1, len(pics))
+    shown: dict[tuple[str, int], None] = {}  # (prompt, picture): two styles of a subject may share a prompt
+    for i in sorted(paraphrased):
+        meant = [i] if pics[i].paraphrase_names_style else [i] + of_subject[pics[i].subject]
+        shown.update(((pics[i].paraphrase, j), None) for j in meant)
+    para = [tsv_line(f"{pics[j].id}/p", prompt, b64_of[j]) for prompt, j in shown]
     files = {"train.tsv": train, "heldout.tsv": heldout, "valid.tsv": valid, "paraphrase.tsv": para,
              "manifest.tsv": ["id\tsubject\tstyle\tsplit\tpng_sha256\tcaptions\n"] + manifest,
              "probe.tsv": probe_rows(train)}
@@ -271,7 +283,8 @@ def write_dataset(pics: list[Picture], output: Path) -> dict:
         with atomic_output(output / name) as tmp:
             tmp.write_text("".join(lines), encoding="utf-8")
     summary = {"pictures": len(pics), "train_rows": len(train), "heldout_rows": len(heldout),
-               "heldout_pictures": sum(p.split == "heldout" for p in pics), "paraphrase_rows": len(para),
+               "heldout_pictures": sum(p.split == "heldout" for p in pics), "paraphrase_prompts": len({p for p, _ in shown}),
+               "paraphrase_rows": len(para),
                "by_style": counts}
     with atomic_output(output / "ATTRIBUTION.md") as tmp:
         tmp.write_text(attribution(summary), encoding="utf-8")
@@ -302,5 +315,6 @@ def attribution(summary: dict) -> str:
     lines += [f"| {k} | {v} |" for k, v in sorted(summary["by_style"].items())]
     lines += ["", f"{summary['pictures']} pictures; {summary['train_rows']} training rows, "
               f"{summary['heldout_pictures']} held-out pictures ({summary['heldout_rows']} rows), "
-              f"{summary['paraphrase_rows']} paraphrased prompts.", ""]
+              f"{summary['paraphrase_prompts']} paraphrased prompts ({summary['paraphrase_rows']} rows: one without a "
+              "style word has a row for each trained emoji picture of its subject).", ""]
     return "\n".join(lines)

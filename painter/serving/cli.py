@@ -263,7 +263,7 @@ def _data(args: argparse.Namespace) -> int:
         summary = build_bundled_dataset(output, Path(args.cache) if args.cache else None, args.limit,
                                         FULL if args.full else COMPACT)
         log.info("wrote %s: %d pictures, %d training rows, %d held-out pictures, %d paraphrased prompts", output,
-                 summary["pictures"], summary["train_rows"], summary["heldout_pictures"], summary["paraphrase_rows"])
+                 summary["pictures"], summary["train_rows"], summary["heldout_pictures"], summary["paraphrase_prompts"])
         return 0
     from painter.data.emoji import build_emoji_dataset
 
