@@ -11,11 +11,12 @@
 # batch 16, one thread per GPT while both train):
 #   - what teaches these GPTs is passes over each picture (demo-large: 1,830 pictures x 48 passes paints its
 #     subjects; the first bundled-base: 11,173 x 5 passes does not);
-#   - tokens per pass of a picture: 256 image codes; the compact set trains on 3,300 pictures (~3.96 captions each);
+#   - tokens per pass of a picture: 256 image codes; the compact set trains on 3,300 pictures (~4.93 captions
+#     each: 4, and one in everyday words since 2026-12-03 evening; the shipped models' first stages had the 4);
 #   - large (4x192) trains at ~4,400 image tokens/s on one core, base (4x128) at ~6,500;
-#   - base, 20 passes: 3,300 x 20 x 256 / 6,500 = 2,600 s (44 min) -> EPOCHS_BASE = 20 / 3.96 = 5;
+#   - base, 20 passes: 3,300 x 20 x 256 / 6,500 = 2,600 s (44 min) -> EPOCHS_BASE = 20 / 4.93 = 4;
 #   - large runs beside base and its shipping (~60 min at ~4,400), then alone on 2 threads (~6,500):
-#     40 passes = 33.8 M tokens = 3,600 s x 4,400 + 2,770 s x 6,500 (106 min) -> EPOCHS_LARGE = 40 / 3.96 = 10.
+#     40 passes = 33.8 M tokens = 3,600 s x 4,400 + 2,770 s x 6,500 (106 min) -> EPOCHS_LARGE = 40 / 4.93 = 8.
 #   Measured on 2026-12-03 (the runs' logs): base 6,354 tokens/s, 45 min; large 4,241 beside base and 5,271 on
 #   two threads (shared with tests for a while), 116 min.
 #   The second stage (INIT=, after the VQGAN's white code), measured the same day: base 3 epochs in 36 min on
@@ -106,8 +107,8 @@ fi
 # The two GPTs side by side, one core each (each saves a checkpoint on SIGTERM and resumes exactly). Base ships
 # while large goes on; then large has both cores.
 VQGAN=$OUT/bundled-vqgan  # the shipped one, with its white code (the run's own has none)
-EPOCHS_BASE=${EPOCHS_BASE:-5}
-EPOCHS_LARGE=${EPOCHS_LARGE:-10}
+EPOCHS_BASE=${EPOCHS_BASE:-4}
+EPOCHS_LARGE=${EPOCHS_LARGE:-8}
 # INIT=DIR continues each GPT from DIR/SIZE/model (the runs of an earlier recipe on the same VQGAN before it
 # had a white code) instead of starting from scratch, given the white code: how the shipped pair was retrained
 # (INIT=runs-plain EPOCHS_BASE=3 EPOCHS_LARGE=5; the model cards list both stages).

@@ -3,6 +3,9 @@ models, a domain preset, one of its fallback's examples, in headless Chromium (D
 chromium-driver, and a CJK font).
 
     python recipes/studio_screenshot.py --style 电商 --prompt 连衣裙 --seed 1 --output docs/studio.png
+
+With ``--url`` it photographs a studio that is already running instead, for example one started by the
+README's command in a fresh virtual environment (which need not have selenium).
 """
 
 from __future__ import annotations
@@ -48,11 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--output", default=str(ROOT / "docs" / "studio.png"))
+    p.add_argument("--url", help="a running studio (default: start `python app.py` from this checkout)")
     args = p.parse_args(argv)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = studio(port)
+    server, url = None, args.url
+    if not url:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server, url = studio(port), f"http://127.0.0.1:{port}/"
     profile = tempfile.mkdtemp(prefix="painter-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
     try:
         wait = WebDriverWait(driver, 300)
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver.get(url)
         wait.until(lambda d: not d.find_element(By.CSS_SELECTOR, "#preparing").text.strip())  # models ready
 
         def choose(elem_id: str, text: str) -> None:
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         print(args.output, driver.find_element(By.CSS_SELECTOR, "#note").text.replace("\n", " "))
     finally:
         driver.quit()
-        server.terminate()
+        if server:
+            server.terminate()
         shutil.rmtree(profile, ignore_errors=True)
 
 

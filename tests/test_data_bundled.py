@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 from pathlib import Path
@@ -18,8 +19,8 @@ from PIL import Image, ImageDraw
 
 from painter.data import renderers
 from painter.data.bundled import Picture, held_out_pairs, write_dataset
-from painter.data.captions import (PARAPHRASES, CaptionParts, domain_captions, emoji_captions, measure_word,
-                                   paraphrase, specific_keywords)
+from painter.data.captions import (DOMAIN_WORDS, EVERYDAY, PARAPHRASES, CaptionParts, domain_captions, emoji_captions,
+                                   everyday_caption, measure_word, paraphrase, specific_keywords)
 from painter.data.emoji_styles import Subject, emoji_key, iconify_svg, pad_square, rasterize_svg
 from painter.data.manifest import compare
 from painter.data.packages import Archive, Package, fetch
@@ -223,9 +224,20 @@ def test_domain_captions_carry_the_domain_word():
 
 def test_paraphrases_are_worded_as_no_training_caption_is():
     parts = CaptionParts("猫", "一只", ("猫咪",), "3D风格")
-    training = {c for seed in range(200) for c in emoji_captions(parts, 4, str(seed))}
+    training = {c for seed in range(200) for c in emoji_captions(parts, 4, str(seed)) + [everyday_caption(parts, str(seed))]}
     prompts = {paraphrase(parts, str(seed)) for seed in range(200)}
     assert len(prompts) == len(PARAPHRASES) and not prompts & training
+
+
+def test_everyday_captions_put_words_around_the_subject_that_no_paraphrase_uses():
+    parts = CaptionParts("猫", "一只", ("猫咪",), "3D风格")
+    everyday = {everyday_caption(parts, f"s{seed}") for seed in range(200)}
+    assert len(everyday) == len(EVERYDAY) and all("猫" in c and c != "猫" and "3D" not in c for c in everyday)
+    fragments = {f.strip("，：的") for t in PARAPHRASES for f in re.split(r"\{\w+\}", t)} - {""}
+    assert fragments >= {"画", "请画一张", "我想要", "帮我画", "插画"}
+    assert not [(c, f) for c in everyday for f in fragments if f in c]
+    assert everyday_caption(parts, "x", DOMAIN_WORDS["ink"][1][0]).endswith("，水墨画")
+    assert everyday_caption(parts, "x") == everyday_caption(parts, "x"), "the same caption for a picture each build"
 
 
 def test_specific_keywords_leave_out_shared_and_name_clashing_ones():
@@ -337,7 +349,6 @@ def test_domain_measures_tell_the_renderers_domains_apart():
 def test_the_compact_data_set_matches_the_recipes_arithmetic():
     """The manifest the shipped models learnt from: every emoji subject once, a second style for about half,
     the three preset domains at their sizes, and as many training pictures as the recipe's sizing assumes."""
-    import re
 
     from painter.data.manifest import read_manifest
     from painter.ui.styles import apply_template, load_styles
@@ -364,6 +375,12 @@ def test_the_compact_data_set_matches_the_recipes_arithmetic():
     assert count["product"] >= 400 and len(subjects(lambda s: s == "product")) >= 150
     assert count["scenery"] + count["photo"] >= 350 and count["photo"] > 0
     assert count["ink"] >= 300 and len(subjects(lambda s: s == "ink")) >= 120
+
+    # one caption of every emoji, product, scene and ink picture puts everyday words around its subject
+    pieces = [[f.strip("，") for f in re.split(r"\{\w+\}", t) if f.strip("，")] for t in EVERYDAY]
+    for r in train:
+        if r[1] not in ("photo", "calligraphy"):
+            assert any(all(f in r[4].split("|")[-1] for f in fs) for fs in pieces), r
 
     # every example a preset's fallback lists is a trained caption of that domain, in the template's words
     styles = {s.id: s for s in load_styles(ROOT / "styles")}

@@ -42,8 +42,8 @@ from typing import Callable
 from PIL import Image
 
 from painter.data import renderers
-from painter.data.captions import (CaptionParts, domain_captions, emoji_captions, measure_word, paraphrase,
-                                   specific_keywords)
+from painter.data.captions import (DOMAIN_WORDS, EVERYDAY_DOMAINS, CaptionParts, domain_captions, emoji_captions,
+                                   everyday_caption, measure_word, paraphrase, specific_keywords)
 from painter.data.emoji_styles import StyleSource, Subject, load_subjects, pad_square
 from painter.data.files import atomic_output
 from painter.data.images import png_bytes
@@ -146,7 +146,8 @@ class Builder:
         parts = self.parts(self.subjects[key], style.word)
         prompt = paraphrase(parts, f"{style.id}/{key}")
         return Picture(f"{style.id}/{key}", key, style.id, lambda: pad_square(source.image(key, 112), SIZE, 112),
-                       lambda: emoji_captions(parts, CAPTIONS_PER_IMAGE, f"{style.id}/{key}"),
+                       lambda: emoji_captions(parts, CAPTIONS_PER_IMAGE, f"{style.id}/{key}")
+                       + [everyday_caption(parts, f"{style.id}/{key}")],
                        paraphrase=prompt, paraphrase_names_style=style.word in prompt)
 
     def emoji_pairs(self, plan: Plan) -> list[tuple[str, str]]:
@@ -213,7 +214,9 @@ class Builder:
                 parts = self.parts(subject)
                 pics.append(Picture(pid, key, domain,
                                     lambda s=self.sources[st], k=key, sub=subject, seed=seed: render(s.image(k, 160), sub, seed),
-                                    lambda p=parts, i=pid: domain_captions(domain, p, CAPTIONS_PER_IMAGE, i)))
+                                    lambda p=parts, i=pid: domain_captions(domain, p, CAPTIONS_PER_IMAGE, i)
+                                    + ([everyday_caption(p, i, DOMAIN_WORDS[domain][1][0])]
+                                       if domain in EVERYDAY_DOMAINS else [])))
         return pics
 
 

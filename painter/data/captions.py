@@ -28,6 +28,12 @@ DOMAIN_WORDS = {
     "calligraphy": ("书法", ("{name}字书法", "书法：{name}", "毛笔字「{name}」", "{name}，书法作品")),
     "photo": ("风景", ("{name}", "风景照片：{name}", "{name}，风景")),
 }
+EVERYDAY_DOMAINS = ("product", "scenery", "ink")  # their first template begins with the subject
+# Everyday words around the subject, one caption a picture (emoji, product shots, scenes, ink paintings), so that
+# the model learns to find its subject among words it was not taught to draw, as in people's prompts (好看的猫,
+# 关于熊猫的作品). None of them uses a paraphrase template's words (画, 请, 想要, 来一张, 插图, 插画, 帮).
+EVERYDAY = ("生成{measure}{name}", "好看的{name}", "精美的{name}", "高清{name}", "{name}，高清", "{name}的样子",
+            "简单的{name}", "关于{name}的作品", "{name}主题", "{name}素材", "一幅{name}")
 PARAPHRASES = ("画{measure}{name}", "请画一张{name}", "我想要{measure}{name}", "来一张{name}的插图",
                "帮我画{name}，{style}", "{style}插画：{name}")
 
@@ -88,6 +94,13 @@ def paraphrase(parts: CaptionParts, seed: str) -> str:
     """A prompt in words no training caption uses, for the paraphrase evaluation."""
     rng = random.Random(seed)
     return _fill(rng.choice(PARAPHRASES), parts, rng)
+
+
+def everyday_caption(parts: CaptionParts, seed: str, template: str = "{name}") -> str:
+    """The subject in everyday words (``EVERYDAY``) inside ``template`` (a domain's, such as "{name}，水墨画"):
+    drawn from its own random stream, so a picture's other captions stay what they were."""
+    rng = random.Random(f"everyday|{seed}")
+    return template.format(name=_fill(rng.choice(EVERYDAY), parts, rng))
 
 
 def _distinct(captions: list[str]) -> list[str]:
