@@ -81,9 +81,9 @@ CC-BY 4.0). {counts}
 `recipes/bundled-models.sh` on the project's 2-core CPU (each stage resumable; wall time of the stage's own
 processes, pauses and gaps between sessions left out where the log records them):
 
-| stage | steps | time | median image tokens/s |
-|---|---|---|---|
-| VQGAN (`painter train-vqgan --config f8 --crop 64`, on the 11k-picture set) | {vq_steps} | {vq_time} | |
+| stage | training rows (captions) | steps | time | median image tokens/s |
+|---|---|---|---|---|
+| VQGAN (`painter train-vqgan --config f8 --crop 64`, on the 11k-picture set) | | {vq_steps} | {vq_time} | |
 {gpt_rows}
 
 It saw each of its {train_pictures} training pictures {passes:.0f} times (steps x batch {batch} / pictures); the
@@ -177,6 +177,15 @@ def stage_runs(run: Path, name: str) -> list[tuple[Path, str]]:
     return stages
 
 
+def training_rows(run: Path) -> int:
+    """The rows (captions) of the data a run passed over, from its last log line (steps x batch / epochs):
+    stages of one GPT may have read different versions of the data set. Within a batch: an epoch's last
+    batch may be partial."""
+    last = records(run)[-1]
+    batch = json.loads((run / "run.json").read_text())["loop"]["batch_size"]
+    return int(round(last["step"] * batch / last["epoch"], -1))
+
+
 def gpt_params(gpt: dict) -> float:
     """Millions of parameters of a GPT config (embeddings, blocks, final norm, head)."""
     return (gpt["vocab_size"] * gpt["n_embd"] + gpt["block_size"] * gpt["n_embd"]
@@ -226,8 +235,8 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
                         f"{'' if variety is None else f'{variety:.2f}'} |")
     gpt = info["gpt"]
     stages = stage_runs(run, name)
-    gpt_rows = "\n".join(f"| {what} | {records(stage)[-1]['step']} | {duration(stage)} | {median_speed(stage):.0f} |"
-                         for stage, what in stages)
+    gpt_rows = "\n".join(f"| {what} | ≈ {training_rows(stage):,} | {records(stage)[-1]['step']} | {duration(stage)} | "
+                         f"{median_speed(stage):.0f} |" for stage, what in stages)
     steps = sum(records(stage)[-1]["step"] for stage, _ in stages)
     manifest_file = Path(os.environ.get("MANIFEST") or ROOT / "recipes" / "bundled" / "manifest.tsv")
     manifest = manifest_file.read_text(encoding="utf-8").splitlines()[1:]

@@ -49,3 +49,14 @@ def test_the_card_says_when_the_shipped_settings_are_not_the_sweeps_choice(tmp_p
     (model / "config.json").write_text(json.dumps({"sampling": {"top_k": 20, "temperature": 0.8, "guidance_scale": 1.0}}))
     assert "chose top-k 10, temperature 0.7, guidance 1.0" in model_card.override_text(sweep, model)
     assert model_card.override_text(tmp_path / "no-sweep.json", model) == ""
+
+
+def test_training_rows_tell_which_version_of_the_data_a_stage_read(tmp_path):
+    """Stages of one GPT may have read 4 captions a picture or 5: the card shows each stage's rows, from its log."""
+    for name, rows, epochs in (("four", 13_080, 5), ("five", 16_260, 3)):
+        path = tmp_path / name
+        path.mkdir()
+        steps = -(-rows // 16) * epochs  # an epoch's last batch is partial
+        (path / "run.json").write_text(json.dumps({"loop": {"batch_size": 16}}))
+        (path / "log.jsonl").write_text(json.dumps({"step": steps, "epoch": float(epochs)}) + "\n")
+        assert abs(model_card.training_rows(path) - rows) <= 16
