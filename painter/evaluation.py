@@ -20,12 +20,12 @@ from PIL import Image
 
 from painter.checkpoints import build_model, load_checkpoint
 from painter.data.images import decode_base64_image, psnr, to_model_input
-from painter.data.tsv import RejectedRow, tsv_rows
+from painter.data.tsv import RejectedRow
 from painter.errors import PainterError
 from painter.models import PainterModel
 from painter.serving.pipeline import Painter
 from painter.text import TextTokenizer
-from painter.training.data import read_examples
+from painter.training.data import picture_rows, read_examples
 from painter.training.gpt_trainer import encode_images, mean_loss
 
 
@@ -59,11 +59,8 @@ def validation_metrics(model: PainterModel, tokenizer: TextTokenizer, valid: Pat
 def sample_rows(path: Path, rows: int, seed: int) -> list[tuple[str, str]]:
     """(caption, base64 picture) of ``rows`` rows drawn at random from a TSV, reading only their pictures
     (a training file holds thousands)."""
-    usable = [(number, cols) for number, cols in
-              (row for row in tsv_rows(path, (3,), "idx<TAB>text<TAB>imgbase64") if not isinstance(row, RejectedRow))
-              if cols[1].strip()]
-    chosen = random.Random(seed).sample(usable, min(rows, len(usable)))
-    return [(cols[1].strip(), cols[2].strip()) for _, cols in chosen]
+    usable = [row[2:] for row in picture_rows(path) if not isinstance(row, RejectedRow)]  # (caption, picture)
+    return random.Random(seed).sample(usable, min(rows, len(usable)))
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -29,19 +30,30 @@ class Examples:
     rejects: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, reason)
 
 
+def picture_rows(path: str | Path) -> Iterator[tuple[int, str, str, str] | RejectedRow]:
+    """(line number, idx, caption, base64 picture) of every row with a caption, else a RejectedRow. The
+    pictures are not decoded here, so that a sample of a large file decodes only what it keeps."""
+    for row in tsv_rows(path, (3,), "idx<TAB>text<TAB>imgbase64"):
+        if isinstance(row, RejectedRow):
+            yield row
+            continue
+        number, cols = row
+        text = cols[1].strip()
+        if text:
+            yield number, cols[0], text, cols[2].strip()
+        else:
+            yield RejectedRow(number, "empty text", "\t".join(cols))
+
+
 def read_examples(path: str | Path, resolution: int) -> Examples:
     path = Path(path)
     texts, ids, lines, image_of_row, tensors, hashes, rejects = [], [], [], [], [], [], []
     index_of: dict[str, int] = {}
-    for row in tsv_rows(path, (3,), "idx<TAB>text<TAB>imgbase64"):
+    for row in picture_rows(path):
         if isinstance(row, RejectedRow):
             rejects.append((str(path), row.line, row.reason))
             continue
-        number, cols = row
-        text, b64 = cols[1].strip(), cols[2].strip()
-        if not text:
-            rejects.append((str(path), number, "empty text"))
-            continue
+        number, idx, text, b64 = row
         key = hashlib.sha1(b64.encode()).hexdigest()
         if key not in index_of:
             try:
@@ -52,7 +64,7 @@ def read_examples(path: str | Path, resolution: int) -> Examples:
             index_of[key] = len(hashes)
             hashes.append(key)
         texts.append(text)
-        ids.append(cols[0])
+        ids.append(idx)
         lines.append(number)
         image_of_row.append(index_of[key])
     for file, line, reason in rejects[:20]:
