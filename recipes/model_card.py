@@ -87,13 +87,18 @@ processes, pauses and gaps between sessions left out where the log records them)
 {gpt_rows}
 
 It saw each of its {train_pictures} training pictures {passes:.0f} times (steps x batch {batch} / pictures); the
-speeds above are bf16 autocast on {cpu}.
+speeds above are bf16 autocast on {cpu}. A stage's rows are the captions it passed over: four a picture
+(13,080), or five (16,260) for stages since each picture got a caption in everyday words (好看的猫).
 
 ## Sampling
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
 settings whose pictures differ between seeds while staying on the prompt): {recommended}.{override}
 
 ## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance}, {captions} prompts a set, 100 candidates)
+A painted picture is correct when, of its prompt's true pictures and other pictures (100 in all), it lies nearest
+to a true one; a prompt's true pictures are all those the data pairs it with (a caption without a style word
+is trained on each style of its subject).
+
 | metric | seed 0 | seeds 0-{last_seed} (per seed) | prompts with two correct pictures > 8 grey levels apart |
 |---|---|---|---|
 {metric_rows}
