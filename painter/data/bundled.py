@@ -286,8 +286,8 @@ def write_dataset(pics: list[Picture], output: Path) -> dict:
         with atomic_output(output / name) as tmp:
             tmp.write_text("".join(lines), encoding="utf-8")
     summary = {"pictures": len(pics), "train_rows": len(train), "heldout_rows": len(heldout),
-               "heldout_pictures": sum(p.split == "heldout" for p in pics), "paraphrase_prompts": len({p for p, _ in shown}),
-               "paraphrase_rows": len(para),
+               "heldout_pictures": sum(p.split == "heldout" for p in pics),
+               "paraphrase_prompts": len({p for p, _ in shown}), "paraphrase_rows": len(para),
                "by_style": counts}
     with atomic_output(output / "ATTRIBUTION.md") as tmp:
         tmp.write_text(attribution(summary), encoding="utf-8")
