@@ -26,7 +26,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -38,6 +38,7 @@ from painter.errors import CheckpointError, ConfigError, ModelNotFoundError, Sam
 from painter.models import VQGAN, GPTConfig, ModelConfig, PainterModel, VQGANConfig
 from painter.models.model import check_vqgan
 from painter.models.gpt import reference_attention_mask
+from painter.text import TextTokenizer
 from painter.sampling import sampling_settings
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ def easynlp_config_dict(config: ModelConfig) -> dict:
         data["guidance"] = config.guidance
     if config.domain_words:
         data["domain_words"] = list(config.domain_words)
+    if config.learnt_text:
+        data["learnt_text"] = list(config.learnt_text)
     return data
 
 
@@ -156,6 +159,15 @@ def domain_words(value, source: Path | str = "domain_words") -> tuple[str, ...]:
     return tuple(dict.fromkeys(w.strip() for w in value))
 
 
+def learnt_text(value, text_vocab_size: int, source: Path | str = "learnt_text") -> tuple[int, ...]:
+    """A config's learnt wordpieces, checked: vocabulary ids of this model's text vocabulary."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < text_vocab_size for i in value):
+        raise ConfigError(f'{source}: "learnt_text" must be a list of wordpiece ids in [0, {text_vocab_size}), '
+                          f"got {value!r}"[:300])
+    return tuple(sorted(set(value)))
+
+
 def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> ModelConfig:
     """``config`` with the checked sampling settings of its config.json (either layout), whether guidance
     helps it and the domain words it learnt."""
@@ -163,9 +175,10 @@ def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> 
     if guidance is not None and not isinstance(guidance, bool):
         raise ConfigError(f'{source}: "guidance" must be true or false, got {guidance!r}')
     words = domain_words(data.get("domain_words", []), source)
+    learnt = learnt_text(data.get("learnt_text", []), config.text_vocab_size, source)
     try:
         return replace(config, sampling=sampling_settings(data.get("sampling", {}), config.img_vocab_size),
-                       guidance=guidance, domain_words=words)
+                       guidance=guidance, domain_words=words, learnt_text=learnt)
     except SamplingError as exc:
         raise ConfigError(f'{source}: "sampling": {exc}') from exc
 
@@ -497,17 +510,18 @@ def load_vqgan(src: str | Path) -> VQGAN:
 
 def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torch.dtype | None = None,
             vqgan_dir: str | Path | None = None, sampling: dict | None = None, guidance: bool | None = None,
-            words: list[str] | None = None) -> Path:
+            words: list[str] | None = None, learnt_from: Iterable[str] | None = None) -> Path:
     """Convert a model directory between the EasyNLP and Painter layouts (default: to the other one);
     for the Painter layout optionally in another float format and with a shared VQGAN directory.
     ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``), ``words``
-    the domain words the model learnt (see ``ModelConfig.domain_words``).
+    the domain words the model learnt (see ``ModelConfig.domain_words``), ``learnt_from`` the captions it was
+    trained on (their wordpieces become ``ModelConfig.learnt_text``).
     A standalone VQGAN directory (``painter train-vqgan``) is copied, optionally in another float format."""
     dst = Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise CheckpointError(f"{dst} is not empty; choose a new directory for the converted model")
     if (Path(src) / VQGAN_WEIGHTS).is_file():
-        if to == "easynlp" or vqgan_dir is not None or sampling or guidance is not None or words:
+        if to == "easynlp" or vqgan_dir is not None or sampling or guidance is not None or words or learnt_from:
             raise CheckpointError(f"{src} is a VQGAN alone: only --dtype applies to it")
         return save_vqgan(load_vqgan(src), dst, dtype)
     checkpoint = load_checkpoint(src)
@@ -522,6 +536,10 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
         model.config = replace(model.config, guidance=guidance)
     if words:
         model.config = replace(model.config, domain_words=domain_words(words, "--domain-word"))
+    if learnt_from is not None:
+        ids = TextTokenizer(checkpoint.vocab_file).learnt_ids(learnt_from)
+        model.config = replace(model.config, learnt_text=learnt_text(ids, model.config.text_vocab_size,
+                                                                     "--learnt-from"))
     if to == "painter":
         return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
     if dtype is not None or vqgan_dir is not None:

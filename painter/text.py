@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection, Iterable
 
 from tokenizers import BertWordPieceTokenizer
 
@@ -30,6 +31,7 @@ class TokenizedPrompt:
     pieces: list[str]  # the wordpieces that were kept (no padding)
     dropped: int  # wordpieces lost to the length cut
     unknown: int  # kept wordpieces that the vocabulary did not know
+    ignored: tuple[str, ...] = ()  # wordpieces left out because the model never learnt them (see TextTokenizer)
 
     @property
     def used_text(self) -> str:
@@ -56,7 +58,13 @@ def _check_vocab(vocab_file: Path) -> None:
 
 
 class TextTokenizer:
-    def __init__(self, vocab_file: str | Path, text_len: int = 32, img_vocab_size: int = 16384):
+    """Prompt text -> the GPT's text tokens. With ``learnt`` (a model's ``learnt_text``: the wordpiece ids its
+    training captions used), other wordpieces are left out: their embeddings never trained, and a small model
+    that memorised its captions reads such random vectors as another subject (bundled-large painted 请画一张X
+    right half as often as 画一张X)."""
+
+    def __init__(self, vocab_file: str | Path, text_len: int = 32, img_vocab_size: int = 16384,
+                 learnt: Collection[int] = ()):
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
             raise CheckpointError(f"vocabulary file {vocab_file} is missing; every model directory needs its "
@@ -66,6 +74,7 @@ class TextTokenizer:
         self.vocab_size = self._tok.get_vocab_size()
         self.text_len = text_len
         self.img_vocab_size = img_vocab_size
+        self.learnt = frozenset(learnt)
 
     def __call__(self, text: str) -> TokenizedPrompt:
         if not isinstance(text, str) or not text.strip():
@@ -76,7 +85,15 @@ class TextTokenizer:
         enc = self._tok.encode(text, add_special_tokens=False)
         if not enc.ids:
             raise PromptError(f"the prompt {text!r} has no characters the model can read")
-        kept_ids, kept_pieces = enc.ids[: self.text_len], enc.tokens[: self.text_len]
+        ids, pieces, ignored = enc.ids, enc.tokens, ()
+        if self.learnt:
+            ignored = tuple(p for i, p in zip(ids, pieces) if i not in self.learnt)
+            pieces = [p for i, p in zip(ids, pieces) if i in self.learnt]
+            ids = [i for i in ids if i in self.learnt]
+            if not ids:
+                raise PromptError(f"none of the characters of {text!r} appear in this model's training captions, "
+                                  "so it cannot paint them; try the name of a thing, e.g. 红苹果")
+        kept_ids, kept_pieces = ids[: self.text_len], pieces[: self.text_len]
         unknown = sum(p == UNK_TOKEN for p in kept_pieces)
         if unknown == len(kept_pieces):
             raise PromptError(f"none of the characters of {text!r} are in the model's vocabulary")
@@ -84,9 +101,14 @@ class TextTokenizer:
         return TokenizedPrompt(
             ids=[i + self.img_vocab_size for i in padded],
             pieces=kept_pieces,
-            dropped=len(enc.ids) - len(kept_ids),
+            dropped=len(ids) - len(kept_ids),
             unknown=unknown,
+            ignored=ignored,
         )
+
+    def learnt_ids(self, captions: Iterable[str]) -> list[int]:
+        """The wordpiece ids these captions use, sorted: what a model trained on them has learnt."""
+        return sorted({i for c in captions for i in self._tok.encode(c, add_special_tokens=False).ids})
 
     def unconditional(self) -> list[int]:
         """The all-[PAD] caption that caption dropout trains and guidance samples against."""

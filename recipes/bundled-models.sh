@@ -80,7 +80,7 @@ ship() {
     --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
   $PY -m painter convert "$run/model" "$OUT/$size" --to painter --dtype fp16 \
     --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
-    --sampling guidance_scale="$GUIDANCE" \
+    --sampling guidance_scale="$GUIDANCE" --learnt-from "$DATA/train.tsv" \
     $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \

@@ -64,7 +64,7 @@ and three domains: 电商 product shots on white, 风景 scenery and photographs
 learnt for them ({domain_words}) are listed in `config.json` as `domain_words`, so the studio's presets wrap
 prompts in them for this model only. It keeps the pai-painter token layout (32 Chinese BERT text tokens, then
 256 image codes), so streaming, guidance, fine-tuning and conversion to EasyNLP's layout all work with it.
-Trained with caption dropout {caption_dropout}.
+Trained with caption dropout {caption_dropout}.{learnt}
 
 **Limits.** {limits}
 
@@ -191,6 +191,15 @@ def training_rows(run: Path) -> int:
     return int(round(last["step"] * batch / last["epoch"], -1))
 
 
+def learnt_sentence(config: dict) -> str:
+    """What a model with a list of learnt wordpieces does with the others (config.json "learnt_text")."""
+    learnt = config.get("learnt_text")
+    if not learnt:
+        return ""
+    return (f" Its captions used {len(learnt):,} wordpieces (`learnt_text` in `config.json`); a prompt reaches it "
+            "without the others, whose embeddings never trained, and the studio names what it left out.")
+
+
 def gpt_params(gpt: dict) -> float:
     """Millions of parameters of a GPT config (embeddings, blocks, final norm, head)."""
     return (gpt["vocab_size"] * gpt["n_embd"] + gpt["block_size"] * gpt["n_embd"]
@@ -249,7 +258,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
     config = json.loads((models / name / "config.json").read_text())
     return BUNDLED_CARD.format(
         name=name, size=name.split("-")[1], params=gpt_params(gpt), n_embed=vq_config["n_embed"],
-        limits=limits_text(evaluation),
+        limits=limits_text(evaluation), learnt=learnt_sentence(config),
         domain_words="、".join(config.get("domain_words", [])) or "none",
         gpt_rows=gpt_rows, train_pictures=train_pictures,
         passes=steps * info["loop"]["batch_size"] / train_pictures, batch=info["loop"]["batch_size"],

@@ -363,6 +363,36 @@ def test_domain_words_are_stored_in_both_layouts_and_checked(easynlp_dir, tmp_pa
         assert str(d / "config.json") in str(error.value)
 
 
+def test_learnt_wordpieces_travel_with_a_model_and_leave_out_the_others(easynlp_dir, tmp_path):
+    """painter convert --learnt-from TSV stores the wordpieces of the captions a model learnt from; the model then
+    paints 请画一只猫 as 画一只猫 (请 never trained), in both layouts; a bad list is one clear error."""
+    from painter import Painter
+    from painter.text import TextTokenizer
+    from conftest import VOCAB
+
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("a/0\t画一只猫\tAAAA\nb/0\t红苹果\tAAAA\nc/0\t\tAAAA\n", encoding="utf-8")  # pictures unread
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    assert main(["convert", str(easynlp_dir), str(ours), "--to", "painter", "--learnt-from", str(tsv)]) == 0
+    learnt = json.loads((ours / "config.json").read_text())["learnt_text"]
+    assert learnt == TextTokenizer(VOCAB).learnt_ids(["画一只猫", "红苹果"]) and len(learnt) == 7
+    assert main(["convert", str(ours), str(back)]) == 0
+    assert list(load_checkpoint(back).config.learnt_text) == learnt
+    assert load_checkpoint(easynlp_dir).config.learnt_text == ()
+    painter = Painter.from_pretrained(ours, device="cpu", precision="fp32")
+    asked = painter.tokenize("请画一只猫")
+    assert asked.ids == painter.tokenize("画一只猫").ids and asked.ignored == ("请",)
+    assert [painter.generate(p, seed=3)[0][0].info["codes"] for p in ("请画一只猫", "画一只猫")].count(
+        painter.generate("画一只猫", seed=3)[0][0].info["codes"]) == 2
+    exact = Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp32")  # no list: every wordpiece read
+    assert exact.tokenize("请画一只猫").ids != exact.tokenize("画一只猫").ids
+    for bad in ([-1], [10 ** 6], ["画"], "12", [True]):
+        d = copy_model(easynlp_dir, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        edit_config(d, learnt_text=bad)
+        with pytest.raises(ConfigError, match="learnt_text"):
+            load_checkpoint(d)
+
+
 def test_hostile_model_folders_are_refused_with_one_clear_line(painter_dir, easynlp_dir, tmp_path):
     """A thousands-digit integer, a number written as text, 10^7 residual blocks in a standalone VQGAN, NaN
     weights, weights that link to a device: each a ConfigError or CheckpointError naming what is wrong, at once."""

@@ -60,3 +60,8 @@ def test_training_rows_tell_which_version_of_the_data_a_stage_read(tmp_path):
         (path / "run.json").write_text(json.dumps({"loop": {"batch_size": 16}}))
         (path / "log.jsonl").write_text(json.dumps({"step": steps, "epoch": float(epochs)}) + "\n")
         assert abs(model_card.training_rows(path) - rows) <= 16
+
+
+def test_the_card_says_when_a_model_leaves_out_unlearnt_wordpieces():
+    assert "1,548 wordpieces" in model_card.learnt_sentence({"learnt_text": list(range(1548))})
+    assert model_card.learnt_sentence({}) == model_card.learnt_sentence({"learnt_text": []}) == ""

@@ -59,3 +59,17 @@ def test_a_prompt_far_longer_than_any_model_reads_is_refused(tok):
     assert tok("猫" * MAX_PROMPT_CHARS).dropped > 0
     with pytest.raises(PromptError, match="at most 1,000"):
         tok("猫" * (MAX_PROMPT_CHARS + 1))
+
+
+def test_a_model_that_learnt_some_wordpieces_reads_only_those():
+    """With a model's learnt wordpieces, the others are left out (their embeddings never trained) and named."""
+    full = TextTokenizer(VOCAB)
+    learnt = full.learnt_ids(["画一只猫", "红苹果", "一只猫"])
+    assert learnt == sorted(i - 16384 for i in full("画一只猫红苹果").ids[:7])
+    tok = TextTokenizer(VOCAB, learnt=learnt)
+    asked = tok("请画一只猫")
+    assert asked.ids == tok("画一只猫").ids == full("画一只猫").ids
+    assert asked.ignored == ("请",) and asked.used_text == "画一只猫" and asked.dropped == 0
+    assert full("请画一只猫").ignored == () and full("请画一只猫").ids != full("画一只猫").ids
+    with pytest.raises(PromptError, match="training captions"):
+        tok("我想要")

@@ -386,3 +386,16 @@ def test_an_uploaded_picture_too_large_or_not_a_picture_is_one_clear_line(tmp_pa
         open_picture(str(text))
     opened = open_picture(str(cmyk))
     assert opened.mode == "CMYK" and opened.size == (40, 30)
+
+
+def test_the_studio_names_the_characters_a_model_left_out():
+    from painter.text import TextTokenizer, TokenizedPrompt
+    from painter.ui.app import prompt_notes
+    from conftest import VOCAB
+
+    full = TextTokenizer(VOCAB)
+    tok = TextTokenizer(VOCAB, learnt=full.learnt_ids(["画一只猫"]))
+    notes = prompt_notes(tok("请帮我画一只猫"), 32)
+    assert len(notes) == 1 and "「请帮我」" in notes[0] and "never learnt" in notes[0]
+    assert prompt_notes(full("请帮我画一只猫"), 32) == []
+    assert prompt_notes(TokenizedPrompt(ids=[], pieces=[], dropped=0, unknown=0), 32) == []

@@ -35,6 +35,9 @@ class ModelConfig:
     # preset wraps a prompt in its fallback template only for a model that knows the template's word, since
     # words a model never saw paint noise. Empty: prompts reach the model as typed.
     domain_words: tuple[str, ...] = ()
+    # The text wordpieces (vocabulary ids) its training captions used (config.json "learnt_text"): a prompt's
+    # other wordpieces are left out (TextTokenizer). Empty: every wordpiece reaches the model, as in the reference.
+    learnt_text: tuple[int, ...] = ()
 
     @property
     def img_vocab_size(self) -> int:
@@ -86,6 +89,8 @@ class ModelConfig:
             data["guidance"] = self.guidance
         if self.domain_words:
             data["domain_words"] = list(self.domain_words)
+        if self.learnt_text:
+            data["learnt_text"] = list(self.learnt_text)
         return data
 
     @property

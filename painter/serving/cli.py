@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-word", action="append", default=[], dest="domain_words", metavar="WORD",
                    help="a word the model learnt for a domain (repeatable), e.g. 水墨画: a preset's fallback "
                         "template is applied only for a model that knows its word")
+    p.add_argument("--learnt-from", metavar="TSV",
+                   help="the training TSV the model learnt from: prompts then reach it without the characters "
+                        "its captions never used (their embeddings never trained)")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("download", help="download a known model (or hf:OWNER/REPO) into the cache")
@@ -397,9 +400,16 @@ def _convert(args: argparse.Namespace) -> int:
         return 0
     from painter.precision import PRECISIONS
 
+    learnt_from = None
+    if args.learnt_from:
+        from painter.data.tsv import RejectedRow
+        from painter.training.data import picture_rows
+
+        learnt_from = [row[2] for row in picture_rows(args.learnt_from) if not isinstance(row, RejectedRow)]
     dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,
                   vqgan_dir=args.shared_vqgan, sampling=dict(args.sampling),
-                  guidance=None if args.guidance is None else args.guidance == "yes", words=args.domain_words)
+                  guidance=None if args.guidance is None else args.guidance == "yes", words=args.domain_words,
+                  learnt_from=learnt_from)
     log.info("wrote %s", dst)
     return 0
 

@@ -26,7 +26,7 @@ from painter.data.files import atomic_output, file_sha256
 from painter.errors import DataError, PainterError
 from painter.models import GPTConfig, ModelConfig, PainterModel
 from painter.precision import training_autocast
-from painter.text import TextTokenizer
+from painter.text import PAD_ID, TextTokenizer
 from painter.training.data import read_examples, write_rejects
 from painter.training.loop import Distributed, LoopConfig, RunError, claim_output, run
 
@@ -278,6 +278,10 @@ def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = N
         rejects += valid_rejects
     if dist_info.main and rejects:
         write_rejects(output, rejects)
+    if painter_model.config.learnt_text:  # a model that leaves out unlearnt wordpieces learns this data's too
+        seen = (train_data.text_ids.unique() - tokenizer.img_vocab_size).tolist()
+        painter_model.config = replace(painter_model.config, learnt_text=tuple(sorted(
+            set(painter_model.config.learnt_text) | {i for i in seen if i != PAD_ID})))
     task = GPTTask(painter_model, train_data, valid_data, loop, device, dist_info, precision, caption_dropout,
                    pad_id=tokenizer.img_vocab_size, vocab_file=vocab)
     return run(task, loop, output, resume, dist_info)

@@ -261,6 +261,9 @@ def prompt_notes(tokens, text_len: int) -> list[str]:
         notes.append(f"提示词超过 {text_len} 个词元，模型只看到：「{tokens.used_text}」 ({tokens.dropped} wordpieces cut)")
     if tokens.unknown:
         notes.append(f"{tokens.unknown} 个字不在词表中 (characters outside the vocabulary)")
+    if tokens.ignored:
+        notes.append(f"模型没学过的字已略去：「{''.join(p.removeprefix('##') for p in tokens.ignored)}」 "
+                     "(left out: characters this model never learnt)")
     return notes
 
 
