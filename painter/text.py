@@ -31,7 +31,7 @@ class TokenizedPrompt:
     pieces: list[str]  # the wordpieces that were kept (no padding)
     dropped: int  # wordpieces lost to the length cut
     unknown: int  # kept wordpieces that the vocabulary did not know
-    ignored: tuple[str, ...] = ()  # wordpieces left out because the model never learnt them (see TextTokenizer)
+    ignored: tuple[str, ...] = ()  # the prompt's text of wordpieces the model never learnt, left out (TextTokenizer)
 
     @property
     def used_text(self) -> str:
@@ -87,7 +87,7 @@ class TextTokenizer:
             raise PromptError(f"the prompt {text!r} has no characters the model can read")
         ids, pieces, ignored = enc.ids, enc.tokens, ()
         if self.learnt:
-            ignored = tuple(p for i, p in zip(ids, pieces) if i not in self.learnt)
+            ignored = tuple(text[a:b] for i, (a, b) in zip(ids, enc.offsets) if i not in self.learnt)
             pieces = [p for i, p in zip(ids, pieces) if i in self.learnt]
             ids = [i for i in ids if i in self.learnt]
             if not ids:

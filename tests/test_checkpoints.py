@@ -386,6 +386,10 @@ def test_learnt_wordpieces_travel_with_a_model_and_leave_out_the_others(easynlp_
         painter.generate("画一只猫", seed=3)[0][0].info["codes"]) == 2
     exact = Painter.from_pretrained(easynlp_dir, device="cpu", precision="fp32")  # no list: every wordpiece read
     assert exact.tokenize("请画一只猫").ids != exact.tokenize("画一只猫").ids
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("a/0\t \tAAAA\n", encoding="utf-8")
+    assert main(["convert", str(easynlp_dir), str(tmp_path / "none"), "--learnt-from", str(empty)]) == 1
+    assert not (tmp_path / "none").exists()
     for bad in ([-1], [10 ** 6], ["画"], "12", [True]):
         d = copy_model(easynlp_dir, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
         edit_config(d, learnt_text=bad)

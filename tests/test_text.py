@@ -70,6 +70,7 @@ def test_a_model_that_learnt_some_wordpieces_reads_only_those():
     asked = tok("请画一只猫")
     assert asked.ids == tok("画一只猫").ids == full("画一只猫").ids
     assert asked.ignored == ("请",) and asked.used_text == "画一只猫" and asked.dropped == 0
+    assert tok("画一只猫😀").ignored == ("😀",), "the prompt's own text, not [UNK]"
     assert full("请画一只猫").ignored == () and full("请画一只猫").ids != full("画一只猫").ids
     with pytest.raises(PromptError, match="training captions"):
         tok("我想要")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from painter import __version__
-from painter.errors import PainterError
+from painter.errors import DataError, PainterError
 from painter.hub import DEFAULT_MODEL
 
 EXIT_ERROR, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 3, 130
@@ -406,6 +406,8 @@ def _convert(args: argparse.Namespace) -> int:
         from painter.training.data import picture_rows
 
         learnt_from = [row[2] for row in picture_rows(args.learnt_from) if not isinstance(row, RejectedRow)]
+        if not learnt_from:
+            raise DataError(f"{args.learnt_from} has no captions (idx<TAB>text<TAB>imgbase64 rows) to learn from")
     dst = convert(args.src, args.dst, to=args.to, dtype=PRECISIONS[args.dtype] if args.dtype else None,
                   vqgan_dir=args.shared_vqgan, sampling=dict(args.sampling),
                   guidance=None if args.guidance is None else args.guidance == "yes", words=args.domain_words,
