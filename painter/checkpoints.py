@@ -170,7 +170,7 @@ def learnt_text(value, text_vocab_size: int, source: Path | str = "learnt_text")
 
 def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> ModelConfig:
     """``config`` with the checked sampling settings of its config.json (either layout), whether guidance
-    helps it and the domain words it learnt."""
+    helps it, the domain words it learnt and the wordpieces its captions used."""
     guidance = data.get("guidance")
     if guidance is not None and not isinstance(guidance, bool):
         raise ConfigError(f'{source}: "guidance" must be true or false, got {guidance!r}')
@@ -537,7 +537,7 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
     if words:
         model.config = replace(model.config, domain_words=domain_words(words, "--domain-word"))
     if learnt_from is not None:
-        ids = TextTokenizer(checkpoint.vocab_file).learnt_ids(learnt_from)
+        ids = TextTokenizer(checkpoint.vocab_file, model.config.text_len).learnt_ids(learnt_from)
         model.config = replace(model.config, learnt_text=learnt_text(ids, model.config.text_vocab_size,
                                                                      "--learnt-from"))
     if to == "painter":

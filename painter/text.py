@@ -107,8 +107,9 @@ class TextTokenizer:
         )
 
     def learnt_ids(self, captions: Iterable[str]) -> list[int]:
-        """The wordpiece ids these captions use, sorted: what a model trained on them has learnt."""
-        return sorted({i for c in captions for i in self._tok.encode(c, add_special_tokens=False).ids})
+        """The wordpiece ids these captions use within the first ``text_len``, sorted: what a model trained on
+        them has learnt (a wordpiece past the cut never reached it, as in the trainer's own union)."""
+        return sorted({i for c in captions for i in self._tok.encode(c, add_special_tokens=False).ids[: self.text_len]})
 
     def unconditional(self) -> list[int]:
         """The all-[PAD] caption that caption dropout trains and guidance samples against."""

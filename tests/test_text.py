@@ -66,6 +66,7 @@ def test_a_model_that_learnt_some_wordpieces_reads_only_those():
     full = TextTokenizer(VOCAB)
     learnt = full.learnt_ids(["画一只猫", "红苹果", "一只猫"])
     assert learnt == sorted(i - 16384 for i in full("画一只猫红苹果").ids[:7])
+    assert TextTokenizer(VOCAB, text_len=2).learnt_ids(["画一只猫"]) == sorted(i - 16384 for i in full("画一").ids[:2])
     tok = TextTokenizer(VOCAB, learnt=learnt)
     asked = tok("请画一只猫")
     assert asked.ids == tok("画一只猫").ids == full("画一只猫").ids
