@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import ElementClickInterceptedException  # noqa: E402
+from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -224,7 +224,6 @@ def test_every_preset_paints_its_domain_with_the_bundled_model_in_a_real_browser
 
     proxies = {"ecommerce": lambda m: m["white_border"] > 0.95, "scenery": lambda m: m["fills_frame"] > 0.75,
                "painting": lambda m: m["ink_tones"] > 0.9, "emoji": lambda m: m["colour"] > 0.5}
-    from selenium.common.exceptions import StaleElementReferenceException
 
     folder = Path(os.environ.get("PAINTER_SCREENSHOTS", tmp_path))
     wait = WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException])  # lists re-render
@@ -299,7 +298,7 @@ def test_repaint_a_result_in_the_browser(browser, studio_url, tmp_path):
         path.write_bytes(urllib.request.urlopen(src, timeout=30).read())
         return path
 
-    wait = WebDriverWait(browser, 120)
+    wait = WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException])  # the gallery re-renders
     browser.get(studio_url)
     prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
     choose(browser, "model", "slow")
