@@ -111,6 +111,17 @@ class TextTokenizer:
         them has learnt (a wordpiece past the cut never reached it, as in the trainer's own union)."""
         return sorted({i for c in captions for i in self._tok.encode(c, add_special_tokens=False).ids[: self.text_len]})
 
+    def reading_all(self) -> "TextTokenizer":
+        """This tokenizer without its ``learnt`` list: for checks that need some text whatever the model
+        learnt (the fast modes' numerics), not for prompts."""
+        copy = object.__new__(TextTokenizer)
+        copy.__dict__.update(self.__dict__, learnt=frozenset())
+        return copy
+
+    def offset_ids(self, text: str) -> list[int]:
+        """The wordpieces of ``text`` as the GPT reads them (past the image codes), neither cut nor padded."""
+        return [i + self.img_vocab_size for i in self._tok.encode(text, add_special_tokens=False).ids]
+
     def unconditional(self) -> list[int]:
         """The all-[PAD] caption that caption dropout trains and guidance samples against."""
         return [PAD_ID + self.img_vocab_size] * self.text_len

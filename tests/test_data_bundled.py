@@ -19,8 +19,9 @@ from PIL import Image, ImageDraw
 
 from painter.data import renderers
 from painter.data.bundled import Picture, held_out_pairs, write_dataset
-from painter.data.captions import (DOMAIN_WORDS, EVERYDAY, PARAPHRASES, CaptionParts, domain_captions, emoji_captions,
-                                   everyday_caption, measure_word, paraphrase, specific_keywords)
+from painter.data.captions import (DOMAIN_WORDS, EVERYDAY, PARAPHRASES, REWORD_PREFIXES, REWORD_SUFFIXES, CaptionParts,
+                                   domain_captions, emoji_captions, everyday_caption, measure_word, paraphrase,
+                                   specific_keywords)
 from painter.data.emoji_styles import Subject, emoji_key, iconify_svg, pad_square, rasterize_svg
 from painter.data.manifest import compare
 from painter.data.packages import Archive, Package, fetch
@@ -238,6 +239,17 @@ def test_everyday_captions_put_words_around_the_subject_that_no_paraphrase_uses(
     assert not [(c, f) for c in everyday for f in fragments if f in c]
     assert everyday_caption(parts, "x", DOMAIN_WORDS["ink"][1][0]).endswith("，水墨画")
     assert everyday_caption(parts, "x") == everyday_caption(parts, "x"), "the same caption for a picture each build"
+
+
+def test_reword_words_share_no_distinctive_character_with_the_paraphrases():
+    """The words training wraps captions in (painter train --reword) stay clear of the paraphrase measure: none
+    of the characters that mark a paraphrase template, and never a whole template's fixed text."""
+    fixed = "".join(f for t in PARAPHRASES for f in re.split(r"\{\w+\}", t))
+    distinctive = set(fixed) - set("一的，：图")  # these are in training captions too (一只, 白底商品图)
+    assert distinctive == set("请画插来帮我想要张")
+    words = REWORD_PREFIXES + REWORD_SUFFIXES
+    assert len(set(words)) == len(words) >= 40
+    assert not [w for w in words if set(w) & distinctive]
 
 
 def test_specific_keywords_leave_out_shared_and_name_clashing_ones():

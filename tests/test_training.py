@@ -539,3 +539,89 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_earlier_checkpoin
     assert "the disk is full while writing" in caplog.text and "Traceback" not in caplog.text
     assert (out / "checkpoint.pt").read_bytes() == before, "the earlier checkpoint survives"
     assert not list(out.glob(".checkpoint.pt.*")), "no temporary file left behind"
+
+
+def test_reworded_puts_the_caption_between_its_new_words_and_cuts_the_suffix_first():
+    from painter.training.reword import reworded
+
+    pad = 9
+    assert reworded([5, 6, pad, pad, pad, pad], [1, 2], [3], 6, pad) == [1, 2, 5, 6, 3, pad]
+    assert reworded([5, 6, 7, pad], [1], [3, 4], 4, pad) == [1, 5, 6, 7]  # the suffix goes before the caption
+    assert reworded([5, 6, 7, 8], [1, 2], [], 4, pad) == [1, 2, 5, 6]  # then the caption's end
+    assert reworded([5, pad], [], [], 2, pad) == [5, pad]
+
+
+def test_rewording_wraps_captions_at_the_given_rate_and_leaves_empty_ones_empty():
+    from painter.data.captions import REWORD_PREFIXES, REWORD_SUFFIXES
+    from painter.text import TextTokenizer
+    from painter.training.reword import Rewording
+    from conftest import VOCAB
+
+    tok = TextTokenizer(VOCAB, 32, 128)
+    caption = tok("红色方块").ids
+    rows = torch.tensor([caption] * 400 + [tok.unconditional()] * 10)
+    wordings = {tuple(tok.offset_ids(w)) for w in REWORD_PREFIXES + REWORD_SUFFIXES}
+
+    def read(row):
+        return [i for i in row if i != 128]
+
+    torch.manual_seed(0)
+    out = Rewording.from_tokenizer(tok, 0.5)(rows).tolist()
+    changed = [read(r) for r in out[:400] if r != caption]
+    assert 150 < len(changed) < 250, len(changed)  # about half, the rest as they were
+    core = read(caption)
+    for ids in changed:
+        start = next(s for s in range(len(ids)) if ids[s:s + len(core)] == core)
+        prefix, suffix = tuple(ids[:start]), tuple(ids[start + len(core):])
+        assert (not prefix or prefix in wordings) and (not suffix or suffix in wordings), ids
+    assert len({tuple(r) for r in changed}) > 100, "many wordings, drawn afresh"
+    assert out[400:] == rows[400:].tolist(), "a caption dropped for guidance stays empty"
+    torch.manual_seed(0)
+    assert Rewording.from_tokenizer(tok, 0.5)(rows).tolist() == out, "torch's generator draws: resumes are exact"
+    assert Rewording.from_tokenizer(tok, 0.0)(rows) is rows
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(PainterError, match="--reword must be a probability"):
+            Rewording.from_tokenizer(tok, bad)
+
+
+def test_keep_layers_makes_a_smaller_gpt_from_the_models_own_blocks(tmp_path):
+    from painter.training.gpt_trainer import keep_blocks
+    from conftest import tiny_model
+
+    model, original = tiny_model(n_layer=3), tiny_model(n_layer=3)
+    small = keep_blocks(model, (0, 2))
+    assert small.config.gpt.n_layer == 2 and len(small.transformer.blocks) == 2
+    for new, old in zip(small.transformer.blocks, [original.transformer.blocks[i] for i in (0, 2)]):
+        assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+    original.transformer.blocks = torch.nn.Sequential(*[original.transformer.blocks[i] for i in (0, 2)])
+    idx = torch.randint(0, 128, (1, 40))
+    assert torch.equal(small.transformer(idx), original.transformer(idx))
+    for bad in ((), (0, 0), (3,), (-1,)):
+        with pytest.raises(PainterError, match="--keep-layers must name distinct blocks"):
+            keep_blocks(tiny_model(n_layer=3), bad)
+
+
+def test_training_some_blocks_with_reworded_captions(easynlp_dir, tmp_path, caplog):
+    """The CLI end to end: a 1-block GPT from the tiny model's 2, its config says so and it paints; the model
+    learns the rewording's wordpieces (it read them); a resume with other blocks is refused."""
+    from painter.data.captions import REWORD_PREFIXES
+    from painter.text import TextTokenizer
+    from conftest import VOCAB
+
+    base = tmp_path / "base"
+    shutil.copytree(easynlp_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "learnt_text": TextTokenizer(VOCAB).learnt_ids(["熊猫"])}))
+    data, out = synthetic_tsv(tmp_path / "train.tsv"), tmp_path / "run"
+    assert train(base, data, out, "--epochs", "1", "--keep-layers", "1", "--reword", "0.5") == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["gpt"]["n_layer"] == 1
+    assert set(TextTokenizer(VOCAB).learnt_ids(REWORD_PREFIXES)) <= set(config["learnt_text"])
+    info = json.loads((out / "run.json").read_text())
+    assert info["keep_layers"] == [1] and info["reword"] == 0.5
+    assert Painter.from_pretrained(out / "model", device="cpu").generate("红色方块")[0][0].size == (16, 16)
+    assert train(base, data, out, "--epochs", "1", "--keep-layers", "0", "--resume") == EXIT_ERROR
+    assert "started with keep_layers [1]" in caplog.text
+    assert main(["-q", "train", "--vqgan", str(base), "--size", "demo-base", "--keep-layers", "0", "--train", str(data),
+                 "--output", str(tmp_path / "new")]) == EXIT_ERROR
+    assert "--keep-layers takes blocks of a trained model" in caplog.text and not (tmp_path / "new").exists()

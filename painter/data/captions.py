@@ -34,6 +34,17 @@ EVERYDAY_DOMAINS = ("product", "scenery", "ink")  # their first template begins 
 # 关于熊猫的作品). None of them uses a paraphrase template's words (画, 请, 想要, 来一张, 插图, 插画, 帮).
 EVERYDAY = ("生成{measure}{name}", "好看的{name}", "精美的{name}", "高清{name}", "{name}，高清", "{name}的样子",
             "简单的{name}", "关于{name}的作品", "{name}主题", "{name}素材", "一幅{name}")
+# Words a trainer wraps captions in (`painter train --reword`: a prefix, a suffix or both, drawn at each step),
+# so that a model learns that a prompt's first characters need not be its subject: bundled-large, trained on
+# captions that begin with the subject, painted 我想要一只猫 right 2% of the time and 画一只猫 83%. None of them
+# uses a paraphrase template's distinctive characters (请画插来帮我想要张), so that the paraphrase measure
+# stays unseen.
+REWORD_PREFIXES = ("生成", "生成一幅", "一幅", "一件", "做一个", "设计一个", "绘制", "创作", "展示", "给出", "这是",
+                   "看看", "可爱的", "漂亮的", "简约的", "彩色的", "小小的", "有一个", "描绘", "呈现", "主题：",
+                   "图片：", "作品：", "内容：", "关于", "需一个", "做一份", "今天的", "精致的", "新的")
+REWORD_SUFFIXES = ("的图片", "的照片", "，高清", "，精美", "的作品", "的样子", "，彩色", "，简单", "的模样", "，细节丰富",
+                   "，可爱", "，好看", "素材", "主题", "的图像", "。", "！", "的图案", "的形象", "，谢谢", "，尽量清楚",
+                   "吧", "，干净", "就好")
 PARAPHRASES = ("画{measure}{name}", "请画一张{name}", "我想要{measure}{name}", "来一张{name}的插图",
                "帮我画{name}，{style}", "{style}插画：{name}")
 

@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loop_args(p, lr=4e-5, batch_size=16)
     p.add_argument("--caption-dropout", type=float, default=0.0,
                    help="probability of training on an empty caption (for guidance)")
+    p.add_argument("--reword", type=float, default=0.0,
+                   help="probability of training on a caption wrapped in everyday words (生成…, …的图片), drawn "
+                        "afresh at each step: the model learns to find the subject anywhere in a prompt")
+    p.add_argument("--keep-layers", type=_block_list, metavar="I,J,...",
+                   help="with --model: train a smaller GPT made of these transformer blocks (0-based, in order) "
+                        "of the model, e.g. 0,1,3 of a 4-block GPT")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
     p.set_defaults(func=_train)
 
@@ -196,6 +202,13 @@ def _add_loop_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> No
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start over in an OUTPUT that holds another run")
+
+
+def _block_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected block numbers separated by commas (e.g. 0,1,3), got {text!r}")
 
 
 def _loop_config(args: argparse.Namespace):
@@ -284,7 +297,8 @@ def _train(args: argparse.Namespace) -> int:
                        vqgan=args.vqgan, size=args.size, valid=Path(args.valid) if args.valid else None,
                        device=resolve_device(args.device), precision=args.precision,
                        caption_dropout=args.caption_dropout, gradient_checkpointing=args.grad_checkpointing,
-                       resume=args.resume, overwrite=args.overwrite)
+                       resume=args.resume, overwrite=args.overwrite, reword=args.reword,
+                       keep_layers=args.keep_layers)
     log.info("finished: %s", record)
     return 0
 

@@ -4,7 +4,9 @@ The VQGAN is frozen; the GPT learns cross-entropy over the image codes given the
 (``logits = gpt(cat(text, codes)[:, :-1])[:, text_len - 1:]``). Images are turned into codes once and cached
 in the run directory under a name derived from the data file and the VQGAN weights, so later epochs (and
 later runs on the same data) never touch the VQGAN. ``caption_dropout`` replaces a caption by all-[PAD] with
-that probability, which teaches the unconditional distribution that classifier-free guidance needs.
+that probability, which teaches the unconditional distribution that classifier-free guidance needs;
+``reword`` wraps it in everyday words (painter.training.reword). ``keep_layers`` trains a smaller GPT that
+starts from some of a trained one's blocks (how bundled-base is made from bundled-large).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from painter.precision import training_autocast
 from painter.text import PAD_ID, TextTokenizer
 from painter.training.data import read_examples, write_rejects
 from painter.training.loop import Distributed, LoopConfig, RunError, claim_output, run
+from painter.training.reword import Rewording
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +184,7 @@ def mean_loss(gpt: nn.Module, text_ids: torch.Tensor, codes: torch.Tensor, autoc
 class GPTTask:
     def __init__(self, model: PainterModel, train: CodeData, valid: CodeData | None, loop: LoopConfig,
                  device: torch.device, dist_info: Distributed, precision: str, caption_dropout: float,
-                 pad_id: int, vocab_file: Path):
+                 pad_id: int, vocab_file: Path, rewording: Rewording | None = None):
         self.model, self.device, self.train, self.valid = model, device, train, valid
         self.gpt = model.transformer.to(device)
         self.net: nn.Module = self.gpt
@@ -197,10 +200,14 @@ class GPTTask:
         self.modules = {"gpt": self.gpt}
         self.dataset_size = len(train.text_ids)
         self.caption_dropout, self.pad_id, self.vocab_file = caption_dropout, pad_id, vocab_file
+        self.rewording = rewording
 
-    def _batch(self, data: CodeData, indices, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, data: CodeData, indices, dropout: float,
+               rewording: Rewording | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices)
         text = data.text_ids[idx].clone()
+        if rewording is not None:
+            text = rewording(text)
         if dropout > 0:
             drop = torch.rand(len(idx)) < dropout
             text[drop] = self.pad_id
@@ -208,7 +215,7 @@ class GPTTask:
 
     def train_step(self, indices: list[int], scale: float, step: int) -> dict[str, float]:
         self.gpt.train()
-        text, codes = self._batch(self.train, indices, self.caption_dropout)
+        text, codes = self._batch(self.train, indices, self.caption_dropout, self.rewording)
         with self.autocast:
             loss = sequence_loss(self.net, text, codes)
         self.scaler.scale(loss * scale).backward()
@@ -233,12 +240,32 @@ class GPTTask:
         save_painter(self.model, self.vocab_file, output / "model")
 
 
+def keep_blocks(model: PainterModel, keep: tuple[int, ...]) -> PainterModel:
+    """``model`` with only the transformer blocks ``keep`` (in their order): a smaller GPT that starts from
+    what the larger one learnt. Removing one of bundled-large's four blocks raised its training loss from 0.01
+    to 3.2-3.6 nats (18 for the first), against 7.6 for a new GPT, and a few passes recover most of it."""
+    n_layer = model.config.gpt.n_layer
+    if not keep or len(set(keep)) != len(keep) or any(not 0 <= i < n_layer for i in keep):
+        raise PainterError(f"--keep-layers must name distinct blocks of the model's {n_layer} (0 to {n_layer - 1}), "
+                           f"got {','.join(map(str, keep)) or 'none'}")
+    blocks = list(model.transformer.blocks)
+    model.transformer.blocks = nn.Sequential(*[blocks[i] for i in keep])
+    gpt = replace(model.config.gpt, n_layer=len(keep))
+    model.transformer.config = gpt
+    model.config = replace(model.config, gpt=gpt)
+    return model
+
+
 def base_model(model: str | None, vqgan: str | None, size: str | None, vocab_file: Path,
-               text_len: int = 32) -> tuple[PainterModel, Path]:
-    """The model to train: a model directory or name, or a new GPT of a named size on a trained VQGAN."""
+               text_len: int = 32, keep_layers: tuple[int, ...] | None = None) -> tuple[PainterModel, Path]:
+    """The model to train: a model directory or name (or some of its blocks), or a new GPT of a named size on
+    a trained VQGAN."""
+    if keep_layers is not None and not model:
+        raise PainterError("--keep-layers takes blocks of a trained model: give --model DIR_OR_NAME")
     if model:
         checkpoint = load_checkpoint(hub.resolve(model))
-        return build_model(checkpoint), checkpoint.vocab_file
+        built = build_model(checkpoint)
+        return (keep_blocks(built, keep_layers) if keep_layers is not None else built), checkpoint.vocab_file
     if not (vqgan and size):
         raise PainterError("say what to train: --model DIR_OR_NAME, or --vqgan DIR with --size "
                            f"({', '.join(SIZES)}) for a new GPT")
@@ -255,18 +282,21 @@ def base_model(model: str | None, vqgan: str | None, size: str | None, vocab_fil
 def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = None, vqgan: str | None = None,
               size: str | None = None, vocab_file: Path | None = None, valid: Path | None = None,
               device: torch.device = torch.device("cpu"), precision: str = "auto", caption_dropout: float = 0.0,
-              gradient_checkpointing: bool = False, resume: bool = False, overwrite: bool = False) -> dict:
+              gradient_checkpointing: bool = False, resume: bool = False, overwrite: bool = False,
+              reword: float = 0.0, keep_layers: tuple[int, ...] | None = None) -> dict:
     if not 0.0 <= caption_dropout < 1.0:
         raise PainterError(f"--caption-dropout must be in [0, 1), got {caption_dropout}")
     dist_info = Distributed.from_env(device)
-    painter_model, vocab = base_model(model, vqgan, size, Path(vocab_file or DEFAULT_VOCAB))
+    painter_model, vocab = base_model(model, vqgan, size, Path(vocab_file or DEFAULT_VOCAB), keep_layers=keep_layers)
     if caption_dropout > 0:  # the exported model says it was trained for guidance
         painter_model.config = replace(painter_model.config, caption_dropout=caption_dropout)
     painter_model.to(device)
     painter_model.transformer.gradient_checkpointing = gradient_checkpointing
     tokenizer = TextTokenizer(vocab, painter_model.config.text_len, painter_model.config.img_vocab_size)
+    rewording = Rewording.from_tokenizer(tokenizer, reword) if reword != 0 else None
     output = Path(output)
     info = {"kind": "gpt", "model": model, "vqgan": vqgan, "size": size, "train": str(train),
+            "keep_layers": list(keep_layers) if keep_layers is not None else None, "reword": reword,
             "valid": str(valid) if valid else None, "precision": precision, "caption_dropout": caption_dropout,
             "gpt": asdict(painter_model.config.gpt), "loop": asdict(loop)}
     resume = claim_output(output, info, resume, overwrite, dist_info)
@@ -280,8 +310,9 @@ def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = N
         write_rejects(output, rejects)
     if painter_model.config.learnt_text:  # a model that leaves out unlearnt wordpieces learns this data's too
         seen = (train_data.text_ids.unique() - tokenizer.img_vocab_size).tolist()
+        seen += [i - tokenizer.img_vocab_size for i in (rewording.wordpieces if rewording else ())]
         painter_model.config = replace(painter_model.config, learnt_text=tuple(sorted(
             set(painter_model.config.learnt_text) | {i for i in seen if i != PAD_ID})))
     task = GPTTask(painter_model, train_data, valid_data, loop, device, dist_info, precision, caption_dropout,
-                   pad_id=tokenizer.img_vocab_size, vocab_file=vocab)
+                   pad_id=tokenizer.img_vocab_size, vocab_file=vocab, rewording=rewording)
     return run(task, loop, output, resume, dist_info)

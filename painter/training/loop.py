@@ -37,7 +37,7 @@ CHECKPOINT = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
 # What a run is: a resume with another of these would continue different weights on different data.
-RUN_IDENTITY = ("model", "vqgan", "size", "preset", "train", "crop")
+RUN_IDENTITY = ("model", "vqgan", "size", "keep_layers", "preset", "train", "crop")
 
 
 class RunError(PainterError):
