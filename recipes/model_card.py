@@ -167,18 +167,26 @@ def median_speed(run: Path) -> float:
 def stage_runs(run: Path, name: str) -> list[tuple[Path, str]]:
     """The runs a GPT was trained in, first to last, each with what it did. A run continued from another
     run's export names it in run.json (``model``: RUN/model); INIT (recipes/bundled-models.sh INIT=DIR) is
-    the run on the VQGAN's plain codes that the white-coded stages started from."""
+    the run on the VQGAN's plain codes that the white-coded stages started from. A run that kept some blocks
+    of another GPT (``keep_layers``) follows that GPT's runs, whose plain-code run is the INIT of its name."""
     chain = [run]
     while True:
         parent = Path(json.loads((chain[0] / "run.json").read_text()).get("model") or "")
         if parent.name != "model" or not (parent.parent / "log.jsonl").is_file():
             break
         chain.insert(0, parent.parent)
+    infos = [json.loads((stage / "run.json").read_text()) for stage in chain]
+    first = next((Path(info["model"]).parent.name for info in infos if info.get("keep_layers")), name)
     init = os.environ.get("INIT")
-    stages = [(Path(init) / name, f"`painter train --size {name}` on the VQGAN's plain codes")] if init else []
-    for stage in chain:
-        stages.append((stage, "`painter train --model` on white-coded codes, continuing from the row above" if stages
-                       else f"`painter train --size {name}`"))
+    stages = [(Path(init) / first, f"`painter train --size {first}` on the VQGAN's plain codes")] if init else []
+    for stage, info in zip(chain, infos):
+        what = "`painter train --model` on white-coded codes, continuing from the row above" if stages \
+            else f"`painter train --size {name}`"
+        if info.get("keep_layers"):
+            what += f", keeping blocks {', '.join(map(str, info['keep_layers']))} of the GPT above (`--keep-layers`)"
+        if info.get("reword"):
+            what += f", captions reworded with probability {info['reword']} (`--reword`)"
+        stages.append((stage, what))
     return stages
 
 

@@ -65,3 +65,21 @@ def test_training_rows_tell_which_version_of_the_data_a_stage_read(tmp_path):
 def test_the_card_says_when_a_model_leaves_out_unlearnt_wordpieces():
     assert "1,548 wordpieces" in model_card.learnt_sentence({"learnt_text": list(range(1548))})
     assert model_card.learnt_sentence({}) == model_card.learnt_sentence({"learnt_text": []}) == ""
+
+
+def test_a_gpt_made_from_anothers_blocks_lists_that_gpts_stages_first(tmp_path, monkeypatch):
+    """bundled-base from three of bundled-large's blocks: its card's stages are large's, then its own."""
+    plain = tmp_path / "plain" / "bundled-large"
+    run_dir(plain, None, 8, 100.0)
+    run_dir(tmp_path / "runs" / "bundled-large", str(tmp_path / "init-large"), 4, 200.0)
+    run_dir(tmp_path / "runs" / "bundled-base-more", str(tmp_path / "runs" / "bundled-large" / "model"), 2, 300.0)
+    info = json.loads((tmp_path / "runs" / "bundled-base-more" / "run.json").read_text())
+    (tmp_path / "runs" / "bundled-base-more" / "run.json").write_text(
+        json.dumps({**info, "keep_layers": [0, 1, 3], "reword": 0.5}))
+    monkeypatch.setenv("INIT", str(tmp_path / "plain"))
+    stages = model_card.stage_runs(tmp_path / "runs" / "bundled-base-more", "bundled-base")
+    assert [path for path, _ in stages] == [plain, tmp_path / "runs" / "bundled-large",
+                                            tmp_path / "runs" / "bundled-base-more"]
+    assert "--size bundled-large" in stages[0][1]
+    assert "keeping blocks 0, 1, 3" in stages[2][1] and "reworded with probability 0.5" in stages[2][1]
+    assert "keeping" not in stages[1][1] and "reworded" not in stages[1][1]
