@@ -8,19 +8,20 @@
 # manifest. Stage times on the project's 2-core CPU are in recipes/bundled/times.log and the model cards.
 #
 # Sizing (python -m bench.training and the logs of `painter train`; AMD EPYC with AVX-512 BF16, bf16 autocast,
-# batch 16, one thread per GPT while both train):
+# batch 16):
 #   - what teaches these GPTs is passes over each picture (demo-large: 1,830 pictures x 48 passes paints its
 #     subjects; the first bundled-base: 11,173 x 5 passes does not);
 #   - tokens per pass of a picture: 256 image codes; the compact set trains on 3,300 pictures (~4.93 captions
 #     each: 4, and one in everyday words since 2026-12-03 evening; the shipped models' first stages had the 4);
-#   - large (4x192) trains at ~4,400 image tokens/s on one core, base (4x128) at ~6,500;
-#   - base, 20 passes: 3,300 x 20 x 256 / 6,500 = 2,600 s (44 min) -> EPOCHS_BASE = 20 / 4.93 = 4;
-#   - large runs beside base and its shipping (~60 min at ~4,400), then alone on 2 threads (~6,500):
-#     40 passes = 33.8 M tokens = 3,600 s x 4,400 + 2,770 s x 6,500 (106 min) -> EPOCHS_LARGE = 40 / 4.93 = 8.
-#   Measured on 2026-12-03 (the runs' logs): base 6,354 tokens/s, 45 min; large 4,241 beside base and 5,271 on
-#   two threads (shared with tests for a while), 116 min.
-#   The second stage (INIT=, after the VQGAN's white code), measured the same day: base 3 epochs in 36 min on
-#   one core beside large, large 5 epochs in 77 min (one core beside base, then two at ~6,900 tokens/s).
+#   - large (4x192) trains at ~4,400 image tokens/s on one core beside another run, ~6,500 on two threads;
+#     40 passes = 33.8 M tokens = 87 min on two threads -> EPOCHS_LARGE = 40 / 4.93 = 8. The shipped large had
+#     five stages of at most 116 min each (130 passes) and a sixth with reworded captions (`more`, below);
+#   - base (three of large's blocks, 3x192) at ~5,500 on one core beside large: 25 passes = 20.8 M tokens =
+#     63 min -> EPOCHS_BASE = 5 (measured on 2026-12-03 evening beside large's sixth stage: a median 5,541,
+#     61 min; large's sixth stage, `REWORD=0.5 more bundled-large 4`, 4,321 and 63 min).
+#   Measured on 2026-12-03 (the runs' logs): a 4x128 base 6,354 tokens/s, 45 min; large 4,241 beside it and
+#   5,271 on two threads (shared with tests for a while), 116 min. The second stage (INIT=, after the VQGAN's
+#   white code), the same day: large 5 epochs in 77 min (one core beside base, then two at ~6,900 tokens/s).
 #   On a GPU, recipes/bundled-gpu.sh trains the GPTs on the --full set instead (FULL=1), then runs this
 #   recipe, which finds them trained and converts, evaluates and ships them.
 set -euo pipefail
@@ -104,28 +105,34 @@ if [[ ${1:-} == more ]]; then
   stamp "$2: further stage done"
   exit
 fi
-# `recipes/bundled-models.sh base-from-large EPOCHS`: bundled-base as three of bundled-large's four blocks (0, 1
-# and 3: removing block 2 raised the training loss least, to 3.2 nats) trained on into $RUNS/bundled-base-more,
-# which ships. A 4x128 GPT trained from scratch did not learn its subjects (R@1 0.13 after 76 passes, 0.14
-# after 116); starting from large's weights, base has less to learn and is still a quarter lighter.
-if [[ ${1:-} == base-from-large ]]; then
-  stamp "bundled-base: from bundled-large's blocks 0,1,3, $2 epochs${REWORD:+, reworded $REWORD}"
-  OMP_NUM_THREADS=${THREADS:-2} $PY -m painter -q train --model "$RUNS/bundled-large/model" --keep-layers 0,1,3 \
-    --train "$DATA/train.tsv" --valid "$DATA/valid.tsv" --output "$RUNS/bundled-base-more" --epochs "$2" \
+# bundled-base: three of bundled-large's four blocks (0, 1 and 3: removing block 2 raised large's training loss
+# least, to 3.2 nats, against 3.4-18 for the others) trained on into $RUNS/bundled-base-more, which ships. A
+# 4x128 GPT trained from scratch did not learn its subjects here (R@1 0.13 after 76 passes, 0.14 after 116);
+# from large's blocks base has less to learn and is still a quarter lighter per step. Alone:
+# `recipes/bundled-models.sh base-from-large EPOCHS` (THREADS=1 beside another run).
+base_from_large() {
+  local from=$RUNS/bundled-large/model
+  [[ -s $from/config.json ]] || from=$OUT/bundled-large  # on a machine that has only the shipped weights
+  stamp "bundled-base: from bundled-large's blocks 0,1,3, $1 epochs${REWORD:+, reworded $REWORD}"
+  OMP_NUM_THREADS=${THREADS:-2} $PY -m painter -q train --model "$from" --keep-layers 0,1,3 \
+    --train "$DATA/train.tsv" --valid "$DATA/valid.tsv" --output "$RUNS/bundled-base-more" --epochs "$1" \
     --batch-size 16 --lr 5e-4 --warmup-steps 100 --weight-decay 0.01 --caption-dropout 0.1 --reword "${REWORD:-0}" \
     --save-every 100 --eval-every 1000 --resume
   stamp "bundled-base: done"
+}
+if [[ ${1:-} == base-from-large ]]; then
+  base_from_large "$2"
   exit
 fi
 
-# The two GPTs side by side, one core each (each saves a checkpoint on SIGTERM and resumes exactly). Base ships
-# while large goes on; then large has both cores.
-VQGAN=$OUT/bundled-vqgan  # the shipped one, with its white code (the run's own has none)
-EPOCHS_BASE=${EPOCHS_BASE:-4}
+# Large first, on both cores; then base from its blocks (above), with captions reworded in both last stages.
+VQGAN=$OUT/bundled-vqgan  # the shared one, with its white code (the run's own has none)
+EPOCHS_BASE=${EPOCHS_BASE:-5}
 EPOCHS_LARGE=${EPOCHS_LARGE:-8}
-# INIT=DIR continues each GPT from DIR/SIZE/model (the runs of an earlier recipe on the same VQGAN before it
-# had a white code) instead of starting from scratch, given the white code: how the shipped pair was retrained
-# (INIT=runs-plain EPOCHS_BASE=3 EPOCHS_LARGE=5; the model cards list both stages).
+export REWORD=${REWORD:-0.5}
+# INIT=DIR continues large from DIR/bundled-large/model (the run of an earlier recipe on the same VQGAN before
+# it had a white code) instead of starting from scratch, given the white code: how the shipped large was
+# retrained (INIT=runs-plain EPOCHS_LARGE=5; the model cards list every stage).
 export INIT=${INIT:-}
 init_model() {  # $RUNS/SIZE-init: DIR/SIZE/model with the shared VQGAN's config (its white code)
   [[ -s $RUNS/$1-init/config.json ]] && return 0
@@ -134,31 +141,19 @@ init_model() {  # $RUNS/SIZE-init: DIR/SIZE/model with the shared VQGAN's config
 json.dump(c, open(sys.argv[1], "w"), indent=2)' "$RUNS/$1-init.tmp/config.json" "$VQGAN/config.json"
   mv "$RUNS/$1-init.tmp" "$RUNS/$1-init"
 }
-train_gpt() {
-  local from=(--vqgan "$VQGAN" --size "$1") lr=1e-3 warmup=200
-  if [[ -n $INIT ]]; then
-    init_model "$1"
-    from=(--model "$RUNS/$1-init") lr=5e-4 warmup=100
-  fi
-  OMP_NUM_THREADS=$3 $PY -m painter -q train "${from[@]}" --train "$DATA/train.tsv" \
-    --valid "$DATA/valid.tsv" --output "$RUNS/$1" --epochs "$2" --batch-size 16 --lr "$lr" --warmup-steps "$warmup" \
-    --weight-decay 0.01 --caption-dropout 0.1 --save-every 100 --eval-every 500 --resume
-}
 if [[ ! -s $OUT/bundled-large/model.safetensors ]]; then
-  stamp "gpts: start"
-  if [[ ! -s $OUT/bundled-base/model.safetensors ]]; then
-    train_gpt bundled-large "$EPOCHS_LARGE" 1 &
-    large=$!
-    train_gpt bundled-base "$EPOCHS_BASE" 1
-    stamp "gpts: base done"
-    OMP_NUM_THREADS=1 ship bundled-base
-    # stop the training process itself (it saves a checkpoint), not only the subshell that started it: a
-    # second run resumed beside the first once interleaved two runs in one directory (now also locked out)
-    pkill -TERM -P "$large" 2>/dev/null || true
-    wait "$large" || true
+  from=(--vqgan "$VQGAN" --size bundled-large) lr=1e-3 warmup=200
+  if [[ -n $INIT ]]; then
+    init_model bundled-large
+    from=(--model "$RUNS/bundled-large-init") lr=5e-4 warmup=100
   fi
-  train_gpt bundled-large "$EPOCHS_LARGE" 2
-  stamp "gpts: large done"
+  stamp "bundled-large: start"
+  OMP_NUM_THREADS=2 $PY -m painter -q train "${from[@]}" --train "$DATA/train.tsv" --valid "$DATA/valid.tsv" \
+    --output "$RUNS/bundled-large" --epochs "$EPOCHS_LARGE" --batch-size 16 --lr "$lr" --warmup-steps "$warmup" \
+    --weight-decay 0.01 --caption-dropout 0.1 --reword "$REWORD" --save-every 100 --eval-every 500 --resume
+  stamp "bundled-large: done"
 fi
-ship bundled-base
+[[ -s $OUT/bundled-base/model.safetensors || -s $RUNS/bundled-base-more/model/config.json ]] ||
+  base_from_large "$EPOCHS_BASE"
 ship bundled-large
+ship bundled-base
