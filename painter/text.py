@@ -7,6 +7,7 @@ characters split one by one, accents stripped with lower-casing) and is far ligh
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable
@@ -114,9 +115,9 @@ class TextTokenizer:
     def reading_all(self) -> "TextTokenizer":
         """This tokenizer without its ``learnt`` list: for checks that need some text whatever the model
         learnt (the fast modes' numerics), not for prompts."""
-        copy = object.__new__(TextTokenizer)
-        copy.__dict__.update(self.__dict__, learnt=frozenset())
-        return copy
+        unfiltered = copy.copy(self)
+        unfiltered.learnt = frozenset()
+        return unfiltered
 
     def offset_ids(self, text: str) -> list[int]:
         """The wordpieces of ``text`` as the GPT reads them (past the image codes), neither cut nor padded."""

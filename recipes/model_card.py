@@ -169,17 +169,16 @@ def stage_runs(run: Path, name: str) -> list[tuple[Path, str]]:
     run's export names it in run.json (``model``: RUN/model); INIT (recipes/bundled-models.sh INIT=DIR) is
     the run on the VQGAN's plain codes that the white-coded stages started from. A run that kept some blocks
     of another GPT (``keep_layers``) follows that GPT's runs, whose plain-code run is the INIT of its name."""
-    chain = [run]
+    chain = [(run, json.loads((run / "run.json").read_text()))]  # (run, its run.json), first to last
     while True:
-        parent = Path(json.loads((chain[0] / "run.json").read_text()).get("model") or "")
+        parent = Path(chain[0][1].get("model") or "")
         if parent.name != "model" or not (parent.parent / "log.jsonl").is_file():
             break
-        chain.insert(0, parent.parent)
-    infos = [json.loads((stage / "run.json").read_text()) for stage in chain]
-    first = next((Path(info["model"]).parent.name for info in infos if info.get("keep_layers")), name)
+        chain.insert(0, (parent.parent, json.loads((parent.parent / "run.json").read_text())))
+    first = next((Path(info["model"]).parent.name for _, info in chain if info.get("keep_layers")), name)
     init = os.environ.get("INIT")
     stages = [(Path(init) / first, f"`painter train --size {first}` on the VQGAN's plain codes")] if init else []
-    for stage, info in zip(chain, infos):
+    for stage, info in chain:
         what = "`painter train --model` on white-coded codes, continuing from the row above" if stages \
             else f"`painter train --size {name}`"
         if info.get("keep_layers"):

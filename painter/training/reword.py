@@ -45,14 +45,9 @@ class Rewording:
         return cls(probability, tuple(tuple(encode(w)) for w in REWORD_PREFIXES),
                    tuple(tuple(encode(w)) for w in REWORD_SUFFIXES), tokenizer.text_len, tokenizer.img_vocab_size)
 
-    @property
-    def wordpieces(self) -> set[int]:
-        """The offset ids the rewording adds to what a model reads."""
-        return {i for words in self.prefixes + self.suffixes for i in words}
-
     def __call__(self, text: torch.Tensor) -> torch.Tensor:
-        """``text`` [B, text_len] with each row reworded with ``probability`` (all-[PAD] rows, the captions
-        dropped for guidance, stay empty). Prefix and suffix are each drawn from their list or left out."""
+        """``text`` [B, text_len] with each row reworded with ``probability`` (an all-[PAD] row, the
+        unconditional caption, stays empty). Prefix and suffix are each drawn from their list or left out."""
         if self.probability <= 0:
             return text
         chosen = torch.rand(len(text)) < self.probability
