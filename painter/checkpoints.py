@@ -147,6 +147,8 @@ def easynlp_config_dict(config: ModelConfig) -> dict:
         data["domain_words"] = list(config.domain_words)
     if config.learnt_text:
         data["learnt_text"] = list(config.learnt_text)
+    if config.learnt_pairs:
+        data["learnt_pairs"] = [list(p) for p in config.learnt_pairs]
     return data
 
 
@@ -168,17 +170,29 @@ def learnt_text(value, text_vocab_size: int, source: Path | str = "learnt_text")
     return tuple(sorted(set(value)))
 
 
+def learnt_pairs(value, text_vocab_size: int, source: Path | str = "learnt_pairs") -> tuple[tuple[int, int], ...]:
+    """A config's learnt wordpiece pairs, checked: [a, b] lists of vocabulary ids of this model's text vocabulary."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < text_vocab_size for i in p)
+            for p in value):
+        raise ConfigError(f'{source}: "learnt_pairs" must be a list of [a, b] pairs of wordpiece ids in '
+                          f"[0, {text_vocab_size}), got {value!r}"[:300])
+    return tuple(sorted({(a, b) for a, b in value}))
+
+
 def with_recommended_sampling(config: ModelConfig, data: dict, source: Path) -> ModelConfig:
     """``config`` with the checked sampling settings of its config.json (either layout), whether guidance
-    helps it, the domain words it learnt and the wordpieces its captions used."""
+    helps it, the domain words it learnt and the wordpieces (and pairs of them) its captions used."""
     guidance = data.get("guidance")
     if guidance is not None and not isinstance(guidance, bool):
         raise ConfigError(f'{source}: "guidance" must be true or false, got {guidance!r}')
     words = domain_words(data.get("domain_words", []), source)
     learnt = learnt_text(data.get("learnt_text", []), config.text_vocab_size, source)
+    pairs = learnt_pairs(data.get("learnt_pairs", []), config.text_vocab_size, source)
     try:
         return replace(config, sampling=sampling_settings(data.get("sampling", {}), config.img_vocab_size),
-                       guidance=guidance, domain_words=words, learnt_text=learnt)
+                       guidance=guidance, domain_words=words, learnt_text=learnt, learnt_pairs=pairs)
     except SamplingError as exc:
         raise ConfigError(f'{source}: "sampling": {exc}') from exc
 
@@ -461,9 +475,18 @@ def save_easynlp(model: PainterModel, vocab_file: Path, dst: str | Path) -> Path
     return dst
 
 
+def config_text(data: dict) -> str:
+    """config.json's text: indented, but with the id lists (learnt_text, learnt_pairs: thousands of numbers)
+    one line each, so that the file stays readable at a glance."""
+    lists = {key: data[key] for key in ("learnt_text", "learnt_pairs") if key in data}
+    head = json.dumps({k: v for k, v in data.items() if k not in lists}, indent=2, ensure_ascii=False)
+    tail = "".join(f",\n  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in lists.items())
+    return head[:-2] + tail + "\n}\n"
+
+
 def _write_config(dst: Path, data: dict) -> None:
     with atomic_output(dst / CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(config_text(data), encoding="utf-8")
 
 
 def _copy_vocab(vocab_file: Path, dst: Path) -> None:
@@ -515,7 +538,7 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
     for the Painter layout optionally in another float format and with a shared VQGAN directory.
     ``sampling`` sets recommended sampling settings over the source's (see ``ModelConfig.sampling``), ``words``
     the domain words the model learnt (see ``ModelConfig.domain_words``), ``learnt_from`` the captions it was
-    trained on (their wordpieces become ``ModelConfig.learnt_text``).
+    trained on (their wordpieces and pairs of them become ``ModelConfig.learnt_text`` and ``learnt_pairs``).
     A standalone VQGAN directory (``painter train-vqgan``) is copied, optionally in another float format."""
     dst = Path(dst)
     if dst.exists() and any(dst.iterdir()):
@@ -537,9 +560,12 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype: torc
     if words:
         model.config = replace(model.config, domain_words=domain_words(words, "--domain-word"))
     if learnt_from is not None:
-        ids = TextTokenizer(checkpoint.vocab_file, model.config.text_len).learnt_ids(learnt_from)
-        model.config = replace(model.config, learnt_text=learnt_text(ids, model.config.text_vocab_size,
-                                                                     "--learnt-from"))
+        learnt_from = list(learnt_from)
+        tokenizer = TextTokenizer(checkpoint.vocab_file, model.config.text_len)
+        size = model.config.text_vocab_size
+        model.config = replace(model.config,
+                               learnt_text=learnt_text(tokenizer.learnt_ids(learnt_from), size, "--learnt-from"),
+                               learnt_pairs=learnt_pairs(tokenizer.learnt_pairs(learnt_from), size, "--learnt-from"))
     if to == "painter":
         return save_painter(model, checkpoint.vocab_file, dst, dtype, vqgan_dir)
     if dtype is not None or vqgan_dir is not None:

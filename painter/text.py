@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable
+from typing import Collection, Iterable, Sequence
 
 from tokenizers import BertWordPieceTokenizer
 
@@ -58,14 +58,38 @@ def _check_vocab(vocab_file: Path) -> None:
                               f"{', '.join(sorted(missing)) or f'{PAD_TOKEN} on line {PAD_ID + 1}'}")
 
 
+def adjacent_pairs(rows: Iterable[Sequence[int]]) -> set[tuple[int, int]]:
+    """The wordpiece pairs that stand side by side in these captions' ids (padding excluded), and (w, [PAD])
+    for a caption that is the one wordpiece w: what ``TextTokenizer``'s ``pairs`` are made of."""
+    pairs = {(a, b) for ids in rows for a, b in zip(ids, ids[1:]) if PAD_ID not in (a, b)}
+    return pairs | {(ids[0], PAD_ID) for ids in rows if ids and ids[0] != PAD_ID and (len(ids) == 1 or ids[1] == PAD_ID)}
+
+
+def read_positions(ids: Sequence[int], learnt: Collection[int], pairs: Collection[tuple[int, int]]) -> list[bool]:
+    """Which of a prompt's wordpieces reach the model. A wordpiece its captions never used is left out (its
+    embedding never trained). With ``pairs`` (side by side in some caption), so is a learnt one that stands
+    beside none of its neighbours as in a caption and is no caption by itself: the model learnt it only inside
+    other words, which it pulls toward (我想要一只猫 reaches a model that learnt 一只猫 as 一只猫, though it
+    learnt 想 from 想一想 and 要 from 您要什么; 日落时的大海 reaches bundled-large without 海, which its captions
+    had only in 海绵, 海豹 and 海豚). A prompt with no learnt pair at all is read piece by piece."""
+    known = [not learnt or i in learnt for i in ids]
+    if not pairs:
+        return known
+    n = len(ids)
+    paired = [known[k] and ((ids[k], PAD_ID) in pairs or (k > 0 and (ids[k - 1], ids[k]) in pairs)
+                            or (k + 1 < n and (ids[k], ids[k + 1]) in pairs)) for k in range(n)]
+    return paired if any(paired) else known
+
+
 class TextTokenizer:
     """Prompt text -> the GPT's text tokens. With ``learnt`` (a model's ``learnt_text``: the wordpiece ids its
     training captions used), other wordpieces are left out: their embeddings never trained, and a small model
     that memorised its captions reads such random vectors as another subject (bundled-large painted 请画一张X
-    right half as often as 画一张X)."""
+    right half as often as 画一张X). With ``pairs`` (its ``learnt_pairs``) also learnt wordpieces in an order no
+    caption had (``read_positions``)."""
 
     def __init__(self, vocab_file: str | Path, text_len: int = 32, img_vocab_size: int = 16384,
-                 learnt: Collection[int] = ()):
+                 learnt: Collection[int] = (), pairs: Collection[tuple[int, int]] = ()):
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
             raise CheckpointError(f"vocabulary file {vocab_file} is missing; every model directory needs its "
@@ -76,6 +100,7 @@ class TextTokenizer:
         self.text_len = text_len
         self.img_vocab_size = img_vocab_size
         self.learnt = frozenset(learnt)
+        self.pairs = frozenset(pairs)
 
     def __call__(self, text: str) -> TokenizedPrompt:
         if not isinstance(text, str) or not text.strip():
@@ -87,10 +112,11 @@ class TextTokenizer:
         if not enc.ids:
             raise PromptError(f"the prompt {text!r} has no characters the model can read")
         ids, pieces, ignored = enc.ids, enc.tokens, ()
-        if self.learnt:
-            ignored = tuple(text[a:b] for i, (a, b) in zip(ids, enc.offsets) if i not in self.learnt)
-            pieces = [p for i, p in zip(ids, pieces) if i in self.learnt]
-            ids = [i for i in ids if i in self.learnt]
+        if self.learnt or self.pairs:
+            keep = read_positions(ids, self.learnt, self.pairs)
+            ignored = tuple(text[a:b] for k, (a, b) in zip(keep, enc.offsets) if not k)
+            pieces = [p for k, p in zip(keep, pieces) if k]
+            ids = [i for k, i in zip(keep, ids) if k]
             if not ids:
                 raise PromptError(f"none of the characters of {text!r} appear in this model's training captions, "
                                   "so it cannot paint them; try the name of a thing, e.g. 红苹果")
@@ -110,13 +136,21 @@ class TextTokenizer:
     def learnt_ids(self, captions: Iterable[str]) -> list[int]:
         """The wordpiece ids these captions use within the first ``text_len``, sorted: what a model trained on
         them has learnt (a wordpiece past the cut never reached it, as in the trainer's own union)."""
-        return sorted({i for c in captions for i in self._tok.encode(c, add_special_tokens=False).ids[: self.text_len]})
+        return sorted({i for ids in self._caption_ids(captions) for i in ids})
+
+    def learnt_pairs(self, captions: Iterable[str]) -> list[tuple[int, int]]:
+        """The wordpiece pairs side by side in these captions within the first ``text_len`` (``adjacent_pairs``),
+        sorted: the word order a model trained on them has learnt."""
+        return sorted(adjacent_pairs(self._caption_ids(captions)))
+
+    def _caption_ids(self, captions: Iterable[str]) -> list[list[int]]:
+        return [self._tok.encode(c, add_special_tokens=False).ids[: self.text_len] for c in captions]
 
     def reading_all(self) -> "TextTokenizer":
         """This tokenizer without its ``learnt`` list: for checks that need some text whatever the model
         learnt (the fast modes' numerics), not for prompts."""
         unfiltered = copy.copy(self)
-        unfiltered.learnt = frozenset()
+        unfiltered.learnt = unfiltered.pairs = frozenset()
         return unfiltered
 
     def offset_ids(self, text: str) -> list[int]:

@@ -67,22 +67,26 @@ if ! grep -q '"white_code": [0-9]' "$OUT/bundled-vqgan/config.json"; then
   stamp "white code: done"
 fi
 
-# 3-4. Each GPT, when trained: its recommended sampling (recipes/sampling_sweep.py), shipped in fp16 beside the
-#      shared VQGAN, evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases,
-#      and described by its model card. `recipes/bundled-models.sh ship SIZE` runs only this for one trained GPT.
+# 3-4. Each GPT, when trained: told what its captions were (the wordpieces and the pairs of them side by side,
+#      `--learnt-from`, which prompts are read through) and its domain words, then its recommended sampling
+#      (recipes/sampling_sweep.py, on prompts read as the studio reads them), shipped in fp16 beside the shared
+#      VQGAN, evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases, and
+#      described by its model card. `recipes/bundled-models.sh ship SIZE` runs only this for one trained GPT.
 #      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each), so that base ships on one
 #      core while large trains on the other.
 ship() {
   local size=$1 run=$RUNS/$1 TOP_K TEMPERATURE GUIDANCE
   [[ -s $OUT/$size/model.safetensors ]] && return 0
   [[ -s $RUNS/$size-more/model/config.json ]] && run=$RUNS/$size-more  # its further stage, when it has one
-  stamp "$size: sweep"
-  read -r TOP_K TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$run/model" \
-    --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
-  $PY -m painter convert "$run/model" "$OUT/$size" --to painter --dtype fp16 \
-    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
-    --sampling guidance_scale="$GUIDANCE" --learnt-from "$DATA/train.tsv" \
+  rm -rf "$RUNS/$size-read"
+  $PY -m painter convert "$run/model" "$RUNS/$size-read" --to painter --learnt-from "$DATA/train.tsv" \
     $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
+  stamp "$size: sweep"
+  read -r TOP_K TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size-read" \
+    --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
+  $PY -m painter convert "$RUNS/$size-read" "$OUT/$size" --to painter --dtype fp16 \
+    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
+    --sampling guidance_scale="$GUIDANCE"
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \
     > "$RUNS/$size-eval.json"

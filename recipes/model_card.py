@@ -199,12 +199,16 @@ def training_rows(run: Path) -> int:
 
 
 def learnt_sentence(config: dict) -> str:
-    """What a model with a list of learnt wordpieces does with the others (config.json "learnt_text")."""
-    learnt = config.get("learnt_text")
+    """What a model with a list of learnt wordpieces (and pairs of them) does with the others (config.json
+    "learnt_text", "learnt_pairs")."""
+    learnt, pairs = config.get("learnt_text"), config.get("learnt_pairs")
     if not learnt:
         return ""
+    order = (f" Nor does a learnt one that stands beside none of its neighbours as in one of the {len(pairs):,} pairs "
+             "side by side in its captions (`learnt_pairs`), unless it is a caption by itself: 我想要一只猫 reaches it "
+             "as 一只猫.") if pairs else ""
     return (f" Its captions used {len(learnt):,} wordpieces (`learnt_text` in `config.json`); a prompt reaches it "
-            "without the others, whose embeddings never trained, and the studio names what it left out.")
+            f"without the others, whose embeddings never trained.{order} The studio names what it left out.")
 
 
 def gpt_params(gpt: dict) -> float:

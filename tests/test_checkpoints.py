@@ -365,7 +365,8 @@ def test_domain_words_are_stored_in_both_layouts_and_checked(easynlp_dir, tmp_pa
 
 def test_learnt_wordpieces_travel_with_a_model_and_leave_out_the_others(easynlp_dir, tmp_path):
     """painter convert --learnt-from TSV stores the wordpieces of the captions a model learnt from; the model then
-    paints 请画一只猫 as 画一只猫 (请 never trained), in both layouts; a bad list is one clear error."""
+    paints 请画一只猫 as 画一只猫 (请 never trained), in both layouts, with the pairs of wordpieces side by side in
+    them (word order); a bad list is one clear error."""
     from painter import Painter
     from painter.text import TextTokenizer
     from conftest import VOCAB
@@ -376,8 +377,11 @@ def test_learnt_wordpieces_travel_with_a_model_and_leave_out_the_others(easynlp_
     assert main(["convert", str(easynlp_dir), str(ours), "--to", "painter", "--learnt-from", str(tsv)]) == 0
     learnt = json.loads((ours / "config.json").read_text())["learnt_text"]
     assert learnt == TextTokenizer(VOCAB).learnt_ids(["画一只猫", "红苹果"]) and len(learnt) == 7
+    pairs = json.loads((ours / "config.json").read_text())["learnt_pairs"]
+    assert pairs == [list(p) for p in TextTokenizer(VOCAB).learnt_pairs(["画一只猫", "红苹果"])] and len(pairs) == 5
     assert main(["convert", str(ours), str(back)]) == 0
     assert list(load_checkpoint(back).config.learnt_text) == learnt
+    assert [list(p) for p in load_checkpoint(back).config.learnt_pairs] == pairs
     assert load_checkpoint(easynlp_dir).config.learnt_text == ()
     painter = Painter.from_pretrained(ours, device="cpu", precision="fp32")
     asked = painter.tokenize("请画一只猫")
@@ -394,6 +398,11 @@ def test_learnt_wordpieces_travel_with_a_model_and_leave_out_the_others(easynlp_
         d = copy_model(easynlp_dir, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
         edit_config(d, learnt_text=bad)
         with pytest.raises(ConfigError, match="learnt_text"):
+            load_checkpoint(d)
+    for bad in ([[1]], [[1, 2, 3]], [[-1, 2]], [[1, 10 ** 6]], [["画", 1]], [[True, 1]], "12", [12]):
+        d = copy_model(easynlp_dir, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        edit_config(d, learnt_pairs=bad)
+        with pytest.raises(ConfigError, match="learnt_pairs"):
             load_checkpoint(d)
 
 

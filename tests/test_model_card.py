@@ -64,6 +64,8 @@ def test_training_rows_tell_which_version_of_the_data_a_stage_read(tmp_path):
 
 def test_the_card_says_when_a_model_leaves_out_unlearnt_wordpieces():
     assert "1,548 wordpieces" in model_card.learnt_sentence({"learnt_text": list(range(1548))})
+    assert "pairs" not in model_card.learnt_sentence({"learnt_text": list(range(1548))})
+    assert "7,292 pairs" in model_card.learnt_sentence({"learnt_text": [1], "learnt_pairs": [[1, 2]] * 7292})
     assert model_card.learnt_sentence({}) == model_card.learnt_sentence({"learnt_text": []}) == ""
 
 

@@ -61,6 +61,32 @@ def test_a_prompt_far_longer_than_any_model_reads_is_refused(tok):
         tok("猫" * (MAX_PROMPT_CHARS + 1))
 
 
+def test_word_order_a_model_never_learnt_is_left_out_as_its_unlearnt_characters_are():
+    """With a model's learnt pairs, a learnt character beside none of its neighbours as in a caption goes too
+    (想 of 想一想 and 要 of 您要什么 in 我想要一只猫); a one-wordpiece caption (猫) stands by itself; a prompt
+    with no learnt pair is read piece by piece as before; the pairs come from the captions' first text_len."""
+    from painter.text import PAD_ID, adjacent_pairs, read_positions
+
+    captions = ["一只猫", "想一想", "您要什么", "猫"]
+    full = TextTokenizer(VOCAB)
+    learnt, pairs = full.learnt_ids(captions), full.learnt_pairs(captions)
+    cat, think = (full.offset_ids(w) for w in ("猫", "想"))
+    assert (cat[0] - 16384, PAD_ID) in pairs and (think[0] - 16384, PAD_ID) not in pairs
+    tok = TextTokenizer(VOCAB, learnt=learnt, pairs=pairs)
+    asked = tok("我想要一只猫")
+    assert asked.ids == full("一只猫").ids and asked.ignored == ("我", "想", "要")
+    assert tok("我想要猫").used_text == "猫", "a caption of one wordpiece stands by itself"
+    assert tok("要想").used_text == "要想" and tok("要想").ignored == (), "no learnt pair: read piece by piece"
+    assert TextTokenizer(VOCAB, learnt=learnt)("我想要一只猫").used_text == "想要一只猫"
+    assert TextTokenizer(VOCAB, text_len=2).learnt_pairs(["一只猫"]) == full.learnt_pairs(["一只"])
+    assert read_positions([5, 6, 7, 8], learnt=(), pairs={(6, 7)}) == [False, True, True, False]
+    assert read_positions([5, 6, 7], learnt=(), pairs={(9, 9)}) == [True, True, True]
+    assert read_positions([5, 6, 7, 8], learnt={5, 6, 7}, pairs={(6, 7), (5, PAD_ID)}) == [True, True, True, False]
+    assert adjacent_pairs([[5, 6, PAD_ID, PAD_ID], [7, PAD_ID], [PAD_ID, PAD_ID], [8]]) == {
+        (5, 6), (7, PAD_ID), (8, PAD_ID)}
+    assert tok.reading_all()("我想要一只猫").ids == full("我想要一只猫").ids
+
+
 def test_a_model_that_learnt_some_wordpieces_reads_only_those():
     """With a model's learnt wordpieces, the others are left out (their embeddings never trained) and named."""
     full = TextTokenizer(VOCAB)

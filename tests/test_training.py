@@ -91,21 +91,24 @@ def test_a_fine_tuned_model_keeps_its_bases_recommended_sampling(easynlp_dir, tm
 
 
 def test_a_fine_tuned_model_learns_the_wordpieces_of_its_new_captions(easynlp_dir, tmp_path):
-    """A base that leaves out wordpieces it never learnt exports a model that knows its new data's as well (else
-    the fine-tuned model would drop its own captions' characters); a base without the list keeps none."""
+    """A base that leaves out wordpieces (and word orders) it never learnt exports a model that knows its new
+    data's as well (else the fine-tuned model would drop its own captions' characters); a base without the list
+    keeps none."""
     from painter.text import TextTokenizer
     from conftest import VOCAB
 
     base = tmp_path / "base"
     shutil.copytree(easynlp_dir, base)
     config = json.loads((base / "config.json").read_text())
-    old = TextTokenizer(VOCAB).learnt_ids(["熊猫"])
-    (base / "config.json").write_text(json.dumps({**config, "learnt_text": old}))
+    old, old_pairs = TextTokenizer(VOCAB).learnt_ids(["熊猫"]), TextTokenizer(VOCAB).learnt_pairs(["熊猫"])
+    (base / "config.json").write_text(json.dumps({**config, "learnt_text": old, "learnt_pairs": old_pairs}))
     data = synthetic_tsv(tmp_path / "train.tsv")
     captions = [line.split("\t")[1] for line in data.read_text(encoding="utf-8").splitlines()]
     assert train(base, data, tmp_path / "run", "--epochs", "1") == 0
     learnt = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["learnt_text"]
     assert learnt == sorted(set(old) | set(TextTokenizer(VOCAB).learnt_ids(captions)))
+    pairs = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["learnt_pairs"]
+    assert pairs == [list(p) for p in sorted(set(old_pairs) | set(TextTokenizer(VOCAB).learnt_pairs(captions)))]
     assert train(easynlp_dir, data, tmp_path / "plain", "--epochs", "1") == 0
     assert "learnt_text" not in json.loads((tmp_path / "plain" / "model" / "config.json").read_text())
 

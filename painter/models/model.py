@@ -38,6 +38,10 @@ class ModelConfig:
     # The text wordpieces (vocabulary ids) its training captions used (config.json "learnt_text"): a prompt's
     # other wordpieces are left out (TextTokenizer). Empty: every wordpiece reaches the model, as in the reference.
     learnt_text: tuple[int, ...] = ()
+    # The wordpiece pairs side by side in those captions (config.json "learnt_pairs", [a, b] lists; [w, 0] for a
+    # caption of one wordpiece w): a learnt wordpiece beside none of its neighbours as in a caption is left out
+    # too (text.read_positions). Empty: any learnt wordpiece reaches the model.
+    learnt_pairs: tuple[tuple[int, int], ...] = ()
 
     @property
     def img_vocab_size(self) -> int:
@@ -91,6 +95,8 @@ class ModelConfig:
             data["domain_words"] = list(self.domain_words)
         if self.learnt_text:
             data["learnt_text"] = list(self.learnt_text)
+        if self.learnt_pairs:
+            data["learnt_pairs"] = [list(p) for p in self.learnt_pairs]
         return data
 
     @property

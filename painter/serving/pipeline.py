@@ -143,7 +143,7 @@ class Painter:
         checkpoint = load_checkpoint(model_dir)
         codebook_id = vqgan_id(checkpoint.state_dict[CODEBOOK_KEY])
         tokenizer = TextTokenizer(checkpoint.vocab_file, checkpoint.config.text_len, checkpoint.config.img_vocab_size,
-                                  learnt=checkpoint.config.learnt_text)
+                                  learnt=checkpoint.config.learnt_text, pairs=checkpoint.config.learnt_pairs)
         if tokenizer.vocab_size != checkpoint.config.text_vocab_size:
             raise CheckpointError(f"{checkpoint.vocab_file} has {tokenizer.vocab_size} wordpieces but the model "
                                   f"was trained with {checkpoint.config.text_vocab_size}")

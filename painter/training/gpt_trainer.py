@@ -29,7 +29,7 @@ from painter.data.files import atomic_output, file_sha256
 from painter.errors import DataError, PainterError
 from painter.models import GPTConfig, ModelConfig, PainterModel
 from painter.precision import training_autocast
-from painter.text import PAD_ID, TextTokenizer
+from painter.text import PAD_ID, TextTokenizer, adjacent_pairs
 from painter.training.data import read_examples, write_rejects
 from painter.training.loop import Distributed, LoopConfig, RunError, claim_output, run
 from painter.training.reword import Rewording
@@ -309,11 +309,15 @@ def train_gpt(train: Path, output: Path, loop: LoopConfig, model: str | None = N
         rejects += valid_rejects
     if dist_info.main and rejects:
         write_rejects(output, rejects)
-    if painter_model.config.learnt_text:  # a model that leaves out unlearnt wordpieces learns this data's too
-        seen = (train_data.text_ids.unique() - tokenizer.img_vocab_size).tolist()
-        seen += tokenizer.learnt_ids(REWORD_PREFIXES + REWORD_SUFFIXES) if rewording else []
-        painter_model.config = replace(painter_model.config, learnt_text=tuple(sorted(
-            set(painter_model.config.learnt_text) | {i for i in seen if i != PAD_ID})))
+    config = painter_model.config
+    if config.learnt_text or config.learnt_pairs:  # a model that leaves out unlearnt text learns this data's too
+        rows = (train_data.text_ids - tokenizer.img_vocab_size).tolist()
+        words = list(REWORD_PREFIXES + REWORD_SUFFIXES) if rewording else []
+        seen = {i for ids in rows for i in ids if i != PAD_ID} | set(tokenizer.learnt_ids(words))
+        pairs = adjacent_pairs(rows) | set(tokenizer.learnt_pairs(words))
+        painter_model.config = replace(
+            config, learnt_text=tuple(sorted(set(config.learnt_text) | seen)) if config.learnt_text else (),
+            learnt_pairs=tuple(sorted(set(config.learnt_pairs) | pairs)) if config.learnt_pairs else ())
     task = GPTTask(painter_model, train_data, valid_data, loop, device, dist_info, precision, caption_dropout,
                    pad_id=tokenizer.img_vocab_size, vocab_file=vocab, rewording=rewording)
     return run(task, loop, output, resume, dist_info)

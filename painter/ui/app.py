@@ -262,8 +262,8 @@ def prompt_notes(tokens, text_len: int) -> list[str]:
     if tokens.unknown:
         notes.append(f"{tokens.unknown} 个字不在词表中 (characters outside the vocabulary)")
     if tokens.ignored:
-        notes.append(f"模型没学过的字已略去：「{''.join(tokens.ignored)}」 "
-                     "(left out: characters this model never learnt)")
+        notes.append(f"模型没学过的字词已略去：「{''.join(tokens.ignored)}」 "
+                     "(left out: characters, or characters in an order, this model never learnt)")
     return notes
 
 
