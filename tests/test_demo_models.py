@@ -1,4 +1,4 @@
-"""The bundled demo models: present, small, loadable, the default, and able to paint a red apple."""
+"""The bundled models: present, small, loadable, the default (bundled-large), and able to paint a red apple."""
 
 import base64
 import io
@@ -34,7 +34,7 @@ def red_pictures(images) -> int:
 
 
 def test_predict_paints_a_red_apple_with_the_defaults(tmp_path):
-    """The issue's acceptance: `painter predict` with no model and no sampling flags (so demo-large and its
+    """The issue's acceptance: `painter predict` with no model and no sampling flags (so bundled-large and its
     recommended settings) turns 红苹果 into a red apple."""
     prompts = tmp_path / "p.tsv"
     prompts.write_text("1\t红苹果\n", encoding="utf-8")
@@ -42,7 +42,7 @@ def test_predict_paints_a_red_apple_with_the_defaults(tmp_path):
     assert main(["-q", "predict", "--input", str(prompts), "--output", str(out), "--num-images", "4"]) == 0
     images = [Image.open(io.BytesIO(base64.b64decode(line.split("\t")[2])))
               for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [im.size for im in images] == [(64, 64)] * 4
+    assert [im.size for im in images] == [(128, 128)] * 4
     assert red_pictures(images) >= 3  # most of the centre is red in at least 3 of 4 pictures
 
 

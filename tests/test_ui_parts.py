@@ -14,7 +14,7 @@ def test_bundled_presets_load_and_name_their_models():
     assert styles["ecommerce"].models == ("pai-painter-commercial-base-zh",)
     assert styles["scenery"].models == ("pai-painter-scenery-base-zh",)
     assert styles["painting"].models == ("pai-painter-painting-base-zh",)
-    assert styles["emoji"].models == styles["plain"].models == ("demo-large", "bundled-large", "bundled-base")
+    assert styles["emoji"].models == styles["plain"].models == ("bundled-large", "bundled-base", "demo-large")
     assert list(styles)[0] == "plain" and styles["ecommerce"].name_zh == "电商"
     assert styles["painting"].apply(" 远山 ") == "远山，国画"
     assert "宽松T恤" in styles["ecommerce"].examples
@@ -69,9 +69,9 @@ def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(ea
     # ...the prompt as typed: demo-large never learnt 水墨画, and words a model never saw paint colour blotches
     assert manager.entry("demo-large").domain_words == () and chosen.template == "{prompt}"
     assert chosen.examples and not set(chosen.examples) & set(studio.styles["painting"].fallback.examples)
-    emoji = studio.plan("emoji", AUTO)  # demo-large paints its emoji; the prompt as typed (3D风格 is not its word)
-    assert (emoji.model, emoji.template, emoji.note) == ("demo-large", "{prompt}", "")
-    assert studio.plan("emoji", bundled).template == "3D风格的{prompt}", "the bundled pair learnt 3D风格"
+    emoji = studio.plan("emoji", AUTO)  # the bundled pair learnt 3D风格; demo-large gets the prompt as typed
+    assert (emoji.model, emoji.template, emoji.note) == (bundled, "3D风格的{prompt}", "")
+    assert studio.plan("emoji", "demo-large").template == "{prompt}", "3D风格 is not demo-large's word"
 
     # what is painted is the fallback's prompt, with the model's settings
     *_, (paths, status, _, params) = studio.paint("T恤", "ecommerce", AUTO, None, None, None, None, 0, 1, 0)

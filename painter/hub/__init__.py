@@ -13,7 +13,7 @@ from painter.errors import ModelNotFoundError
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = "demo-large"
+DEFAULT_MODEL = "bundled-large"
 
 
 def cache_dir() -> Path:

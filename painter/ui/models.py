@@ -23,10 +23,10 @@ from painter.serving.pipeline import Painter
 
 log = logging.getLogger(__name__)
 
-# Preference when a preset's model is missing: the biggest general model first, then the 64 px emoji model
-# (it paints its subjects), then the bundled 128 px pair (it paints the presets' domains, not yet their
-# subjects: see docs/bundled-models.md).
-FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "demo-large", "bundled-large", "bundled-base")
+# Preference when a preset's model is missing: the biggest general model first, then the bundled 128 px pair
+# (its subjects in every preset's domain, and prompts in other wordings: docs/bundled-models.md), then the
+# 64 px emoji model.
+FALLBACK_ORDER = ("pai-painter-large-zh", "pai-painter-base-zh", "bundled-large", "bundled-base", "demo-large")
 
 
 @dataclass(frozen=True)
