@@ -133,7 +133,8 @@ class Retrieval:
 
 def retrieval(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
               seeds: int = 1, guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
-              temperature: float | None = None, pool: Path | None = None, same_style: bool = False) -> Retrieval:
+              temperature: float | None = None, pool: Path | None = None, same_style: bool = False,
+              top_p: float | None = None) -> Retrieval:
     """Paint ``captions`` distinct prompts from ``data`` with seeds ``seed`` .. ``seed + seeds - 1`` and look
     each picture up among the prompt's true images and distinct others from ``data`` and ``pool``, ``candidates``
     in all (with ``same_style`` only images of a style the prompt's rows in ``data`` name).
@@ -169,7 +170,7 @@ def retrieval(painter: Painter, data: Path, captions: int = 200, candidates: int
     targets = small(images)
     painted = [[pictures[0] for pictures in painter.generate(texts, seed=seed + s, batch_size=batch_size,
                                                              guidance_scale=guidance_scale, top_k=top_k,
-                                                             temperature=temperature)]
+                                                             top_p=top_p, temperature=temperature)]
                for s in range(seeds)]
     hits, pictures = [], []
     for n, text in enumerate(texts):
@@ -233,7 +234,7 @@ def in_domain(preset: str, image: Image.Image) -> bool | None:
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,
              candidates: int = 100, seed: int = 0, guidance_scale: float | None = None, top_k: int | None = None,
              temperature: float | None = None, seeds: int = 1, heldout: Path | None = None,
-             paraphrase: Path | None = None) -> dict:
+             paraphrase: Path | None = None, top_p: float | None = None) -> dict:
     """Validation loss and VQGAN PSNR on ``valid``; R@1 of training captions (``captions_from``), of
     ``valid``'s captions, of held-out (subject, style) pairs against candidates of their own style
     (``heldout``) and of paraphrased prompts (``paraphrase``), with ``seeds`` seeds each."""
@@ -250,10 +251,11 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
     sources += [(path, captions_from, same) for path, same in ((heldout, True), (paraphrase, False)) if path]
     for source, pool, same_style in sources:
         found = retrieval(painter, source, captions, candidates, seed, seeds, guidance_scale, top_k=top_k,
-                          temperature=temperature, pool=pool, same_style=same_style)
+                          temperature=temperature, pool=pool, same_style=same_style, top_p=top_p)
         result.update(found.summary(f"r_at_1_{source.stem}"))
-    used = painter.sampling(top_k, temperature=temperature, guidance_scale=guidance_scale)
+    used = painter.sampling(top_k, top_p, temperature=temperature, guidance_scale=guidance_scale)
     result.update({"captions": captions, "candidates": candidates, "seed": seed, "seeds": seeds,
-                   "guidance_scale": used.guidance_scale, "top_k": used.top_k, "temperature": used.temperature,
+                   "guidance_scale": used.guidance_scale, "top_k": used.top_k, "top_p": used.top_p,
+                   "temperature": used.temperature,
                    "precision": painter.precision})
     return result

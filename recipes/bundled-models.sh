@@ -75,23 +75,23 @@ fi
 #      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each), so that base ships on one
 #      core while large trains on the other.
 ship() {
-  local size=$1 run=$RUNS/$1 TOP_K TEMPERATURE GUIDANCE
+  local size=$1 run=$RUNS/$1 TOP_K TOP_P TEMPERATURE GUIDANCE
   [[ -s $OUT/$size/model.safetensors ]] && return 0
   [[ -s $RUNS/$size-more/model/config.json ]] && run=$RUNS/$size-more  # its further stage, when it has one
   rm -rf "$RUNS/$size-read"
   $PY -m painter convert "$run/model" "$RUNS/$size-read" --to painter --learnt-from "$DATA/train.tsv" \
     $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
   stamp "$size: sweep"
-  read -r TOP_K TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size-read" \
+  read -r TOP_K TOP_P TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size-read" \
     --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
   $PY -m painter convert "$RUNS/$size-read" "$OUT/$size" --to painter --dtype fp16 \
-    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling temperature="$TEMPERATURE" \
-    --sampling guidance_scale="$GUIDANCE"
+    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling top_p="$TOP_P" \
+    --sampling temperature="$TEMPERATURE" --sampling guidance_scale="$GUIDANCE"
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \
     > "$RUNS/$size-eval.json"
   MANIFEST=$MANIFEST PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
-  stamp "$size: shipped (top-k $TOP_K, temperature $TEMPERATURE, guidance $GUIDANCE)"
+  stamp "$size: shipped (top-k $TOP_K, top-p $TOP_P, temperature $TEMPERATURE, guidance $GUIDANCE)"
 }
 if [[ ${1:-} == ship ]]; then
   ship "$2"

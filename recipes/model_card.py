@@ -44,7 +44,7 @@ Recommended settings, stored in `config.json` and used by `painter predict`, `pa
 plain style and `Painter.generate` wherever a user gives none: {recommended}. The model memorises its
 captions, so conservative sampling paints the cleanest pictures; explicit flags override each setting.
 
-## Metrics (`painter eval`, seed 0, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance}, {eval_precision} mode)
+## Metrics (`painter eval`, seed 0, {eval_settings}, {eval_precision} mode)
 | metric | value |
 |---|---|
 | validation loss (held-out images) | {valid_loss:.3f} |
@@ -94,7 +94,7 @@ speeds above are bf16 autocast on {cpu}. A stage's rows are the captions it pass
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
 settings whose pictures differ between seeds while staying on the prompt): {recommended}.{override}
 
-## Metrics (`painter eval`, {eval_precision} mode, top-k {eval_top_k}, temperature {eval_temperature}, guidance {eval_guidance}, {captions} prompts a set, 100 candidates)
+## Metrics (`painter eval`, {eval_precision} mode, {eval_settings}, {captions} prompts a set, 100 candidates)
 A painted picture is correct when, of its prompt's true pictures and other pictures (100 in all), it lies nearest
 to a true one; a prompt's true pictures are all those the data pairs it with (a caption without a style word
 is trained on each style of its subject).
@@ -231,9 +231,15 @@ def override_text(sweep_file: Path, model_dir: Path) -> str:
     shipped = json.loads((model_dir / "config.json").read_text()).get("sampling", {})
     if all(chosen.get(k) == v for k, v in shipped.items()):
         return ""
-    return (f" The sweep chose top-k {chosen['top_k']}, temperature {chosen['temperature']}, guidance "
-            f"{chosen['guidance_scale']}; the shipped settings were set after the full evaluation below, and "
-            "`docs/bundled-models.md` gives both evaluations and why.")
+    return (f" The sweep chose {sampling_words(chosen)}; the shipped settings were set after the full evaluation "
+            "below, and `docs/bundled-models.md` gives both evaluations and why.")
+
+
+def sampling_words(settings: dict) -> str:
+    """An evaluation's or a sweep's settings in words (top-p only where it cuts: below 1)."""
+    top_p = settings.get("top_p", 1.0)
+    return ", ".join([f"top-k {settings['top_k']}"] + ([f"top-p {top_p}"] if top_p < 1 else [])
+                     + [f"temperature {settings['temperature']}", f"guidance {settings.get('guidance_scale', 1.0)}"])
 
 
 def bundled_card(name: str, runs: Path, models: Path) -> str:
@@ -279,8 +285,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         vq_steps=vq_steps, vq_time=vq_time,
         recommended=settings_text(models / name), override=override_text(runs / f"{name}-sweep.json", models / name),
         eval_precision=evaluation.get("precision", "fp32"),
-        eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"], metric_rows="\n".join(rows),
-        eval_guidance=evaluation.get("guidance_scale", 1.0),
+        eval_settings=sampling_words(evaluation), metric_rows="\n".join(rows),
         valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"], caption_row=caption_row(evaluation),
         last_seed=evaluation.get("seeds", 1) - 1, captions=evaluation["captions"], **gpt)
 
@@ -303,8 +308,7 @@ def main(name: str, runs: Path, models: Path) -> None:
         tokens_per_s=log[-1].get("tokens_per_s", float("nan")), valid_loss=evaluation["valid_loss"],
         vqgan_psnr=evaluation["vqgan_psnr"], r_at_1=evaluation["r_at_1_train"],
         r_at_1_valid=evaluation.get("r_at_1_valid", float("nan")), train_loss=log[-1]["loss"],
-        eval_top_k=evaluation["top_k"], eval_temperature=evaluation["temperature"],
-        eval_guidance=evaluation["guidance_scale"], eval_precision=evaluation.get("precision", "fp32"), **gpt)
+        eval_settings=sampling_words(evaluation), eval_precision=evaluation.get("precision", "fp32"), **gpt)
     (models / name / "README.md").write_text(card, encoding="utf-8")
 
 

@@ -340,7 +340,9 @@ def test_emoji_data_set(tmp_path):
 def test_eval_reports_loss_and_psnr(easynlp_dir, tmp_path, capsys, monkeypatch):
     import painter.evaluation as evaluation
 
-    monkeypatch.setattr(evaluation, "retrieval", lambda *a, **k: evaluation.Retrieval([[True], [False]], [[None], [None]]))
+    asked = []
+    monkeypatch.setattr(evaluation, "retrieval", lambda *a, **k: asked.append(k) or evaluation.Retrieval(
+        [[True], [False]], [[None], [None]]))
     data = synthetic_tsv(tmp_path / "train.tsv")
     assert main(["-q", "eval", "--model", str(easynlp_dir), "--valid", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -350,6 +352,9 @@ def test_eval_reports_loss_and_psnr(easynlp_dir, tmp_path, capsys, monkeypatch):
     result = json.loads(capsys.readouterr().out)
     rows = len(data.read_text(encoding="utf-8").splitlines())  # fewer than the 256 sampled by default: all
     assert result["caption_rows"] == rows and 3.0 < result["caption_loss_own"] < 10.0
+    assert main(["-q", "eval", "--model", str(easynlp_dir), "--valid", str(data), "--top-p", "0.9"]) == 0
+    result = json.loads(capsys.readouterr().out)  # painted with top-p 0.9, and the report says so
+    assert asked[-1]["top_p"] == 0.9 and (result["top_p"], result["top_k"]) == (0.9, 100)
 
 
 def test_caption_use_measures_what_the_caption_changes(easynlp_dir, tmp_path):

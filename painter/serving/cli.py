@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, help=f"{MODEL_DEFAULT} 1.0")
     p.add_argument("--top-k", type=int, help=f"{MODEL_DEFAULT} 100")
+    p.add_argument("--top-p", type=float, help=f"{MODEL_DEFAULT} 1.0")
     p.add_argument("--temperature", type=float, help=f"{MODEL_DEFAULT} 1.0")
     p.set_defaults(func=_eval)
 
@@ -266,7 +267,7 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(args.model, Path(args.valid), Path(args.captions_from) if args.captions_from else None,
                       args.captions, args.candidates, args.seed, args.guidance_scale, args.top_k, args.temperature,
                       seeds=args.seeds, heldout=Path(args.heldout) if args.heldout else None,
-                      paraphrase=Path(args.paraphrase) if args.paraphrase else None)
+                      paraphrase=Path(args.paraphrase) if args.paraphrase else None, top_p=args.top_p)
     print(json.dumps(result, indent=2))
     return 0
 
