@@ -256,6 +256,8 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
     used = painter.sampling(top_k, top_p, temperature=temperature, guidance_scale=guidance_scale)
     result.update({"captions": captions, "candidates": candidates, "seed": seed, "seeds": seeds,
                    "guidance_scale": used.guidance_scale, "top_k": used.top_k, "top_p": used.top_p,
-                   "temperature": used.temperature,
-                   "precision": painter.precision})
+                   "temperature": used.temperature, "precision": painter.precision})
+    if used.detail_from is not None:
+        result.update({"detail_from": used.detail_from, "detail_top_k": used.at(used.detail_from).top_k,
+                       "detail_temperature": used.at(used.detail_from).temperature})
     return result

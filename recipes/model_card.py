@@ -236,10 +236,14 @@ def override_text(sweep_file: Path, model_dir: Path) -> str:
 
 
 def sampling_words(settings: dict) -> str:
-    """An evaluation's or a sweep's settings in words (top-p only where it cuts: below 1)."""
+    """An evaluation's or a sweep's settings in words (top-p only where it cuts: below 1; the detail settings
+    where there are any)."""
     top_p = settings.get("top_p", 1.0)
+    detail = ([f"from image code {settings['detail_from']} top-k {settings['detail_top_k']}, temperature "
+               f"{settings['detail_temperature']}"] if settings.get("detail_from") else [])
     return ", ".join([f"top-k {settings['top_k']}"] + ([f"top-p {top_p}"] if top_p < 1 else [])
-                     + [f"temperature {settings['temperature']}", f"guidance {settings.get('guidance_scale', 1.0)}"])
+                     + [f"temperature {settings['temperature']}", f"guidance {settings.get('guidance_scale', 1.0)}"]
+                     + detail)
 
 
 def bundled_card(name: str, runs: Path, models: Path) -> str:

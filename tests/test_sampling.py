@@ -137,3 +137,23 @@ def test_updated_replaces_only_the_settings_given():
     recommended = SamplingConfig(top_k=10, temperature=0.2)
     assert recommended.updated(top_k=None, top_p=None, temperature=None) == recommended
     assert recommended.updated(temperature=1.0, top_p=0.9) == SamplingConfig(top_k=10, top_p=0.9, temperature=1.0)
+
+
+def test_detail_settings_draw_the_codes_from_detail_from_on(painter):
+    """The first ``detail_from`` codes are drawn with the plain settings (greedy here, so the greedy codes), the
+    rest with the detail ones; the settings check names a bad detail value; a model's config may carry them and
+    a caller's own top-k leaves them in place."""
+    greedy = our_codes(painter, [(PROMPTS[0], 3)], top_k=1)[0]
+    detail = SamplingConfig(top_k=1, detail_from=6, detail_top_k=100, detail_temperature=1.3)
+    mixed = painter.codes([(painter.tokenize(PROMPTS[0]), 3)], detail.validate(painter.config.img_vocab_size))[0]
+    assert len(mixed) == 16 and torch.equal(mixed[:6], greedy[:6]) and not torch.equal(mixed[6:], greedy[6:])
+    assert detail.at(5) is detail and (detail.at(6).top_k, detail.at(6).temperature) == (100, 1.3)
+    assert SamplingConfig(top_k=7, detail_from=5, detail_temperature=1.5).at(5).top_k == 7, "top-k kept"
+    for bad, match in ((dict(detail_from=0), "detail_from"), (dict(detail_top_k=5), "need detail_from"),
+                       (dict(detail_from=9, detail_temperature=9.0), "detail settings .* temperature")):
+        with pytest.raises(SamplingError, match=match):
+            SamplingConfig(**bad).validate(1024)
+    settings = sampling_settings({"top_k": 20, "detail_from": 160, "detail_top_k": 50, "detail_temperature": 1})
+    assert SamplingConfig(**settings).updated(top_k=5).at(200).top_k == 50
+    with pytest.raises(SamplingError, match="detail_from must be a whole number"):
+        sampling_settings({"detail_from": 1.5})

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-head", type=int, help="with --from paddle: attention heads, for unpublished sizes")
     p.add_argument("--sampling", action="append", default=[], metavar="KEY=VALUE", type=_setting,
                    help="recommended sampling setting stored with the model and used when a user gives none "
-                        "(top_k, top_p, temperature, guidance_scale; repeatable), e.g. --sampling temperature=0.3")
+                        "(top_k, top_p, temperature, guidance_scale, and detail_from, detail_top_k, detail_temperature: "
+                        "other settings from that image code on; repeatable), e.g. --sampling temperature=0.3")
     p.add_argument("--guidance", choices=("yes", "no"),
                    help="whether guidance_scale > 1 helps the model (the studio offers the slider only then)")
     p.add_argument("--domain-word", action="append", default=[], dest="domain_words", metavar="WORD",

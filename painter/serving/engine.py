@@ -303,7 +303,7 @@ class Engine:
                 request.codes[:, request.step] = request.forced[request.step]  # kept: fed as given, no draw
                 self._advance(request)
             else:
-                groups.setdefault(request.sampling, []).append((request, rows))
+                groups.setdefault(request.sampling.at(request.step), []).append((request, rows))
         for cfg, members in groups.items():
             try:
                 guided = [guide(rows, cfg.guidance_scale) if cfg.guided else rows for _, rows in members]
