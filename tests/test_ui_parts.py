@@ -72,6 +72,11 @@ def test_a_missing_preset_model_falls_back_to_the_bundled_models_domain_words(ea
     emoji = studio.plan("emoji", AUTO)  # the bundled pair learnt 3D风格; demo-large gets the prompt as typed
     assert (emoji.model, emoji.template, emoji.note) == (bundled, "3D风格的{prompt}", "")
     assert studio.plan("emoji", "demo-large").template == "{prompt}", "3D风格 is not demo-large's word"
+    # the sliders set a picture's first codes; a model's detail settings are named under them
+    detail_from = manager.entry(bundled).sampling.get("detail_from")
+    shown = studio.style_changed("plain", bundled)[3]["info"]
+    assert (f"前 {detail_from} 个" in shown) if detail_from else shown == ""
+    assert studio.style_changed("plain", "demo-large")[3]["info"] == "", "demo-large has no detail settings"
 
     # what is painted is the fallback's prompt, with the model's settings
     *_, (paths, status, _, params) = studio.paint("T恤", "ecommerce", AUTO, None, None, None, None, 0, 1, 0)

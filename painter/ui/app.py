@@ -254,6 +254,16 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def detail_note(sampling: SamplingConfig) -> str:
+    """Under the sliders: the model's own settings for a picture's later codes, which the sliders do not set."""
+    if sampling.detail_from is None:
+        return ""
+    detail = sampling.at(sampling.detail_from)
+    return (f"滑块设定前 {sampling.detail_from} 个图像词元；之后用模型的 top-k {detail.top_k}、温度 {detail.temperature}。 "
+            f"(The sliders set the first {sampling.detail_from} image codes; this model draws the rest at top-k "
+            f"{detail.top_k}, temperature {detail.temperature}.)")
+
+
 def prompt_notes(tokens, text_len: int) -> list[str]:
     """What the user should know about how the model read the prompt."""
     notes = []
@@ -373,7 +383,7 @@ class Studio:
             return (str(exc), *(gr.skip(),) * 5)
         s = plan.sampling
         return (plan.note, gr.update(value=s.top_k), gr.update(value=s.top_p),
-                gr.update(value=s.temperature), gr.update(value=s.guidance_scale),
+                gr.update(value=s.temperature, info=detail_note(s)), gr.update(value=s.guidance_scale),
                 gr.update(samples=[[e] for e in plan.examples]))
 
     def guidance_allowed(self, style_id: str, choice: str):
