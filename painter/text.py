@@ -62,7 +62,8 @@ def adjacent_pairs(rows: Iterable[Sequence[int]]) -> set[tuple[int, int]]:
     """The wordpiece pairs that stand side by side in these captions' ids (padding excluded), and (w, [PAD])
     for a caption that is the one wordpiece w: what ``TextTokenizer``'s ``pairs`` are made of."""
     pairs = {(a, b) for ids in rows for a, b in zip(ids, ids[1:]) if PAD_ID not in (a, b)}
-    return pairs | {(ids[0], PAD_ID) for ids in rows if ids and ids[0] != PAD_ID and (len(ids) == 1 or ids[1] == PAD_ID)}
+    alone = {ids[0] for ids in rows if ids and ids[0] != PAD_ID and (len(ids) == 1 or ids[1] == PAD_ID)}
+    return pairs | {(w, PAD_ID) for w in alone}
 
 
 def read_positions(ids: Sequence[int], learnt: Collection[int], pairs: Collection[tuple[int, int]]) -> list[bool]:
