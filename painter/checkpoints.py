@@ -161,10 +161,15 @@ def domain_words(value, source: Path | str = "domain_words") -> tuple[str, ...]:
     return tuple(dict.fromkeys(w.strip() for w in value))
 
 
+def _wordpiece_ids(value, text_vocab_size: int) -> bool:
+    """Whether ``value`` is a list of vocabulary ids of a text vocabulary of this size (JSON numbers, not bools)."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < text_vocab_size for i in value)
+
+
 def learnt_text(value, text_vocab_size: int, source: Path | str = "learnt_text") -> tuple[int, ...]:
     """A config's learnt wordpieces, checked: vocabulary ids of this model's text vocabulary."""
-    if not isinstance(value, (list, tuple)) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < text_vocab_size for i in value):
+    if not _wordpiece_ids(value, text_vocab_size):
         raise ConfigError(f'{source}: "learnt_text" must be a list of wordpiece ids in [0, {text_vocab_size}), '
                           f"got {value!r}"[:300])
     return tuple(sorted(set(value)))
@@ -173,9 +178,7 @@ def learnt_text(value, text_vocab_size: int, source: Path | str = "learnt_text")
 def learnt_pairs(value, text_vocab_size: int, source: Path | str = "learnt_pairs") -> tuple[tuple[int, int], ...]:
     """A config's learnt wordpiece pairs, checked: [a, b] lists of vocabulary ids of this model's text vocabulary."""
     if not isinstance(value, (list, tuple)) or not all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < text_vocab_size for i in p)
-            for p in value):
+            _wordpiece_ids(p, text_vocab_size) and len(p) == 2 for p in value):
         raise ConfigError(f'{source}: "learnt_pairs" must be a list of [a, b] pairs of wordpiece ids in '
                           f"[0, {text_vocab_size}), got {value!r}"[:300])
     return tuple(sorted({(a, b) for a, b in value}))

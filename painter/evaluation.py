@@ -258,6 +258,7 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
                    "guidance_scale": used.guidance_scale, "top_k": used.top_k, "top_p": used.top_p,
                    "temperature": used.temperature, "precision": painter.precision})
     if used.detail_from is not None:
-        result.update({"detail_from": used.detail_from, "detail_top_k": used.at(used.detail_from).top_k,
-                       "detail_temperature": used.at(used.detail_from).temperature})
+        detail = used.at(used.detail_from)
+        result.update({"detail_from": used.detail_from, "detail_top_k": detail.top_k,
+                       "detail_temperature": detail.temperature})
     return result
