@@ -134,10 +134,12 @@ class Retrieval:
 def retrieval(painter: Painter, data: Path, captions: int = 200, candidates: int = 100, seed: int = 0,
               seeds: int = 1, guidance_scale: float | None = None, batch_size: int = 16, top_k: int | None = None,
               temperature: float | None = None, pool: Path | None = None, same_style: bool = False,
-              top_p: float | None = None) -> Retrieval:
+              top_p: float | None = None, unseen: int = 0) -> Retrieval:
     """Paint ``captions`` distinct prompts from ``data`` with seeds ``seed`` .. ``seed + seeds - 1`` and look
     each picture up among the prompt's true images and distinct others from ``data`` and ``pool``, ``candidates``
-    in all (with ``same_style`` only images of a style the prompt's rows in ``data`` name).
+    in all (with ``same_style`` only images of a style the prompt's rows in ``data`` name). With ``unseen`` the
+    prompts are drawn from those outside the ``unseen`` an evaluation of that many with this seed scores, so
+    that settings chosen on them are not chosen on the evaluation's own prompts.
 
     A prompt's true images are all the pictures ``data`` and ``pool`` pair it with: a caption without a style
     word, or a keyword naming up to three subjects, is trained on several pictures, and painting any of them is
@@ -165,8 +167,14 @@ def retrieval(painter: Painter, data: Path, captions: int = 200, candidates: int
         images = torch.cat([images, extra.images[new]])
     if len(images) < candidates:
         raise PainterError(f"{data} has {len(images)} distinct images; R@1 needs at least {candidates}")
+    prompts = list(pictures_of)
+    if unseen:
+        scored = set(random.Random(seed).sample(prompts, min(unseen, len(prompts))))
+        prompts = [text for text in prompts if text not in scored]
+        if not prompts:
+            raise PainterError(f"{data} has no prompts beyond the {len(scored)} an evaluation scores")
     rng = random.Random(seed)
-    texts = rng.sample(list(pictures_of), min(captions, len(pictures_of)))
+    texts = rng.sample(prompts, min(captions, len(prompts)))
     targets = small(images)
     painted = [[pictures[0] for pictures in painter.generate(texts, seed=seed + s, batch_size=batch_size,
                                                              guidance_scale=guidance_scale, top_k=top_k,

@@ -72,29 +72,44 @@ fi
 #      (recipes/sampling_sweep.py, on prompts read as the studio reads them), shipped in fp16 beside the shared
 #      VQGAN, evaluated with 4 seeds on training captions, held-out (subject, style) pairs and paraphrases, and
 #      described by its model card. `recipes/bundled-models.sh ship SIZE` runs only this for one trained GPT.
-#      The sweep reads 30 captions per set and the evaluation 100 (4 seeds each), so that base ships on one
-#      core while large trains on the other.
+#      The sweep paints 200 prompts a set outside the 100 the evaluation scores, the evaluation those 100 (4 seeds
+#      each; on one core about 35 and 5 minutes), so that base ships on one core while large trains on the other.
 ship() {
-  local size=$1 run=$RUNS/$1 TOP_K TOP_P TEMPERATURE GUIDANCE
+  local size=$1 run=$RUNS/$1
   [[ -s $OUT/$size/model.safetensors ]] && return 0
   [[ -s $RUNS/$size-more/model/config.json ]] && run=$RUNS/$size-more  # its further stage, when it has one
   rm -rf "$RUNS/$size-read"
   $PY -m painter convert "$run/model" "$RUNS/$size-read" --to painter --learnt-from "$DATA/train.tsv" \
     $($PY -m painter.data.manifest words "$DATA/manifest.tsv")
+  settle "$RUNS/$size-read" "$size"
+}
+# settle MODEL SIZE: MODEL (reading prompts as the studio does) swept, written to $OUT/SIZE in fp16 beside the
+# shared VQGAN with the chosen settings, evaluated and described (a card rewritten where the runs are absent).
+settle() {
+  local from=$1 size=$2 settings
   stamp "$size: sweep"
-  read -r TOP_K TOP_P TEMPERATURE GUIDANCE < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$RUNS/$size-read" \
-    --data "$DATA" --captions 30 --output "$RUNS/$size-sweep.json")
-  $PY -m painter convert "$RUNS/$size-read" "$OUT/$size" --to painter --dtype fp16 \
-    --shared-vqgan "$OUT/bundled-vqgan" --sampling top_k="$TOP_K" --sampling top_p="$TOP_P" \
-    --sampling temperature="$TEMPERATURE" --sampling guidance_scale="$GUIDANCE"
+  read -r -a settings < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$from" --data "$DATA" --unseen 100 \
+    --output "$RUNS/$size-sweep.json")
+  rm -rf "$OUT/$size.new"
+  $PY -m painter convert "$from" "$OUT/$size.new" --to painter --dtype fp16 --shared-vqgan "$OUT/bundled-vqgan" \
+    ${settings[@]/#/--sampling=}
+  [[ ! -s $OUT/$size/README.md ]] || cp "$OUT/$size/README.md" "$OUT/$size.new/"
+  rm -rf "$OUT/$size" && mv "$OUT/$size.new" "$OUT/$size"
   $PY -m painter eval --model "$OUT/$size" --valid "$DATA/valid.tsv" --captions-from "$DATA/train.tsv" \
     --heldout "$DATA/heldout.tsv" --paraphrase "$DATA/paraphrase.tsv" --seeds 4 --captions 100 \
     > "$RUNS/$size-eval.json"
   MANIFEST=$MANIFEST PYTHONPATH=. $PY recipes/model_card.py "$size" "$RUNS" "$OUT"
-  stamp "$size: shipped (top-k $TOP_K, top-p $TOP_P, temperature $TEMPERATURE, guidance $GUIDANCE)"
+  stamp "$size: shipped (${settings[*]})"
 }
 if [[ ${1:-} == ship ]]; then
   ship "$2"
+  exit
+fi
+# `recipes/bundled-models.sh resettle SIZE`: the sweep, settings, evaluation and card again for a shipped GPT
+# (weights unchanged), also where its training runs are not: how the shipped pair got the sweep's settings on
+# 2026-12-04 (commit the model folder afterwards).
+if [[ ${1:-} == resettle ]]; then
+  settle "$OUT/$2" "$2"
   exit
 fi
 # `recipes/bundled-models.sh more SIZE EPOCHS`: a further stage for a trained GPT, continued from its run's

@@ -90,7 +90,9 @@ It saw each of its {train_pictures} training pictures {passes:.0f} times (steps 
 speeds above are bf16 autocast on {cpu}. A stage's rows are the captions it passed over: four a picture
 (13,080), or five (16,260) for stages since each picture got a caption in everyday words (好看的猫).
 
-## Sampling
+"""
+# The part of a bundled card that a new sweep and evaluation rewrite (with the limits line above).
+RESULTS_CARD = """## Sampling
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
 settings whose pictures differ between seeds while staying on the prompt): {recommended}.{override}
 
@@ -246,6 +248,24 @@ def sampling_words(settings: dict) -> str:
                      + detail)
 
 
+def results_text(name: str, runs: Path, models: Path) -> str:
+    """The card's sampling and metrics sections, from the model's config, its sweep and its evaluation."""
+    evaluation = json.loads((runs / f"{name}-eval.json").read_text())
+    rows = []
+    for key, label in METRICS.items():
+        if key in evaluation:
+            per_seed = evaluation.get(f"{key}_per_seed") or []
+            variety = evaluation.get(f"{key}_variety")
+            rows.append(f"| {label} | {evaluation[key]:.3f} | {' / '.join(f'{v:.3f}' for v in per_seed)} | "
+                        f"{'' if variety is None else f'{variety:.2f}'} |")
+    return RESULTS_CARD.format(
+        recommended=settings_text(models / name), override=override_text(runs / f"{name}-sweep.json", models / name),
+        eval_precision=evaluation.get("precision", "fp32"), eval_settings=sampling_words(evaluation),
+        metric_rows="\n".join(rows), valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"],
+        caption_row=caption_row(evaluation), last_seed=evaluation.get("seeds", 1) - 1,
+        captions=evaluation["captions"])
+
+
 def bundled_card(name: str, runs: Path, models: Path) -> str:
     from painter.precision import cpu_description
 
@@ -261,13 +281,6 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
     attribution = (ROOT / "recipes" / "bundled" / "ATTRIBUTION.md").read_text(encoding="utf-8")
     sources = attribution.split("## Sources", 1)[1].split("## Counts", 1)[0].strip()
     counts = re.findall(r"^\d+ pictures;.*$", attribution, flags=re.M)
-    rows = []
-    for key, label in METRICS.items():
-        if key in evaluation:
-            per_seed = evaluation.get(f"{key}_per_seed") or []
-            variety = evaluation.get(f"{key}_variety")
-            rows.append(f"| {label} | {evaluation[key]:.3f} | {' / '.join(f'{v:.3f}' for v in per_seed)} | "
-                        f"{'' if variety is None else f'{variety:.2f}'} |")
     gpt = info["gpt"]
     stages = stage_runs(run, name)
     gpt_rows = "\n".join(f"| {what} | ≈ {training_rows(stage):,} | {records(stage)[-1]['step']} | {duration(stage)} | "
@@ -286,17 +299,28 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         cpu=cpu_description(), manifest=manifest_file.relative_to(ROOT)
         if manifest_file.is_relative_to(ROOT) else manifest_file,
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
-        vq_steps=vq_steps, vq_time=vq_time,
-        recommended=settings_text(models / name), override=override_text(runs / f"{name}-sweep.json", models / name),
-        eval_precision=evaluation.get("precision", "fp32"),
-        eval_settings=sampling_words(evaluation), metric_rows="\n".join(rows),
-        valid_loss=evaluation["valid_loss"], vqgan_psnr=evaluation["vqgan_psnr"], caption_row=caption_row(evaluation),
-        last_seed=evaluation.get("seeds", 1) - 1, captions=evaluation["captions"], **gpt)
+        vq_steps=vq_steps, vq_time=vq_time, **gpt) + results_text(name, runs, models)
+
+
+def reshipped_card(card: str, name: str, runs: Path, models: Path) -> str:
+    """A shipped card whose model got new settings where its training runs are not (another machine): the
+    description, data and recipe sections kept, the limits line, sampling and metrics from the new sweep and
+    evaluation."""
+    head, found, _ = card.partition(RESULTS_CARD.split("\n", 1)[0])
+    if not found:
+        raise SystemExit(f"{models / name / 'README.md'} has no sampling section to rewrite; rebuild it from its runs")
+    limits = limits_text(json.loads((runs / f"{name}-eval.json").read_text()))
+    return re.sub(r"^\*\*Limits\.\*\* .*$", lambda _: f"**Limits.** {limits}", head, count=1, flags=re.M) \
+        + results_text(name, runs, models)
 
 
 def main(name: str, runs: Path, models: Path) -> None:
     if name.startswith("bundled-"):
-        (models / name / "README.md").write_text(bundled_card(name, runs, models), encoding="utf-8")
+        card = models / name / "README.md"
+        trained = (runs / name / "run.json").is_file() or (runs / f"{name}-more" / "run.json").is_file()
+        text = (bundled_card(name, runs, models) if trained or not card.is_file() else
+                reshipped_card(card.read_text(encoding="utf-8"), name, runs, models))
+        card.write_text(text, encoding="utf-8")
         return
     run, vq = runs / name, runs / "demo-vqgan"
     info, vq_info = json.loads((run / "run.json").read_text()), json.loads((vq / "run.json").read_text())

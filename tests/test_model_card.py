@@ -1,6 +1,7 @@
 """The bundled models' cards list every training stage a GPT went through (recipes/model_card.py)."""
 
 import json
+import re
 import sys
 
 from conftest import ROOT
@@ -85,3 +86,32 @@ def test_a_gpt_made_from_anothers_blocks_lists_that_gpts_stages_first(tmp_path, 
     assert "--size bundled-large" in stages[0][1]
     assert "keeping blocks 0, 1, 3" in stages[2][1] and "reworded with probability 0.5" in stages[2][1]
     assert "keeping" not in stages[1][1] and "reworded" not in stages[1][1]
+
+
+def test_a_reshipped_card_keeps_its_training_sections_and_shows_the_new_settings_and_numbers(tmp_path):
+    """New settings on a machine without the training runs: `python recipes/model_card.py` rewrites the limits
+    line, the sampling and the metrics of the shipped card and keeps the rest."""
+    import shutil
+
+    shipped = ROOT / "assets" / "models" / "bundled-large"
+    models, runs = tmp_path / "models", tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(shipped, models / "bundled-large", ignore=shutil.ignore_patterns("*.safetensors"))
+    config_file = models / "bundled-large" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["sampling"] = {"top_k": 5, "top_p": 1.0, "temperature": 0.5, "guidance_scale": 1.0, "detail_from": 128,
+                          "detail_top_k": 50, "detail_temperature": 1.0}
+    config_file.write_text(json.dumps(config))
+    (runs / "bundled-large-eval.json").write_text(json.dumps({
+        **config["sampling"], "precision": "int8", "captions": 100, "seeds": 4, "valid_loss": 7.5,
+        "vqgan_psnr": 25.1, "r_at_1_train": 0.86, "r_at_1_train_per_seed": [0.86, 0.8, 0.81, 0.83],
+        "r_at_1_train_variety": 0.81, "r_at_1_heldout": 0.41, "r_at_1_paraphrase": 0.9}))
+    model_card.main("bundled-large", runs, models)
+
+    before, after = (path.read_text(encoding="utf-8") for path in (shipped / "README.md", models / "bundled-large" / "README.md"))
+    kept = before.split("## Sampling")[0]
+    assert re.sub(r"\*\*Limits\.\*\* .*", "", kept) == re.sub(r"\*\*Limits\.\*\* .*", "", after.split("## Sampling")[0])
+    assert "for 86% of its training captions, 41% of unseen (subject, style) pairs and 90%" in after
+    assert "| R@1, training captions | 0.860 | 0.860 / 0.800 / 0.810 / 0.830 | 0.81 |" in after
+    assert "top-k 5, temperature 0.5, guidance 1.0, from image code 128 top-k 50, temperature 1.0" in after
+    assert "detail-from 128" in after and "0.760" not in after

@@ -477,6 +477,26 @@ def test_retrieval_counts_every_picture_a_prompt_is_paired_with(tmp_path):
         retrieval(painter("a"), plain_only, captions=10)
 
 
+def test_retrieval_unseen_paints_only_prompts_the_evaluation_does_not_score(tmp_path):
+    """A sampling sweep chooses on prompts outside those `painter eval --captions N` scores (same seed)."""
+    from painter.evaluation import retrieval
+
+    data, truth = styled_tsv(tmp_path / "styled.tsv")
+    painted: list[str] = []
+
+    def paint(text):
+        painted.append(text)
+        return truth[text]
+
+    evaluated = retrieval(StandInPainter(paint), data, captions=8, candidates=20)
+    scored, painted[:] = set(painted), []
+    swept = retrieval(StandInPainter(paint), data, captions=20, candidates=20, unseen=8)
+    assert len(scored) == 8 and len(painted) == 12 and not scored & set(painted)
+    assert evaluated.r_at_1 == swept.r_at_1 == 1.0
+    with pytest.raises(PainterError, match="no prompts beyond the 20"):
+        retrieval(StandInPainter(paint), data, captions=5, candidates=20, unseen=20)
+
+
 def test_training_time_adds_up_the_runs_of_a_resumed_log():
     records = [{"seconds": 10.0}, {"seconds": 20.5}, {"step": 3}, {"seconds": 4.0}, {"seconds": 9.0},
                {"seconds": 1.0}]
