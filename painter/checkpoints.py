@@ -139,16 +139,7 @@ def easynlp_config_dict(config: ModelConfig) -> dict:
         data["vqgan"] = asdict(config.vqgan)
     if config.text_len != 32:
         data["text_len"] = config.text_len
-    if config.sampling:  # EasyNLP ignores keys it does not know
-        data["sampling"] = dict(config.sampling)
-    if config.guidance is not None:
-        data["guidance"] = config.guidance
-    if config.domain_words:
-        data["domain_words"] = list(config.domain_words)
-    if config.learnt_text:
-        data["learnt_text"] = list(config.learnt_text)
-    if config.learnt_pairs:
-        data["learnt_pairs"] = [list(p) for p in config.learnt_pairs]
+    data.update(config.optional_fields())  # EasyNLP ignores keys it does not know
     return data
 
 

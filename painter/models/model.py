@@ -85,8 +85,13 @@ class ModelConfig:
         return self
 
     def to_dict(self) -> dict:
-        data = {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len,
-                "caption_dropout": self.caption_dropout}
+        return {"gpt": asdict(self.gpt), "vqgan": asdict(self.vqgan), "text_len": self.text_len,
+                "caption_dropout": self.caption_dropout, **self.optional_fields()}
+
+    def optional_fields(self) -> dict:
+        """What a model recommends and learnt, as both checkpoint layouts write it: only the keys that are set,
+        so that a config without them stays the reference's."""
+        data: dict = {}
         if self.sampling:
             data["sampling"] = dict(self.sampling)
         if self.guidance is not None:
