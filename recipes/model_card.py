@@ -94,7 +94,8 @@ speeds above are bf16 autocast on {cpu}. A stage's rows are the captions it pass
 # The part of a bundled card that a new sweep and evaluation rewrite (with the limits line above).
 RESULTS_CARD = """## Sampling
 Recommended settings (in `config.json`; chosen by `recipes/sampling_sweep.py` as the best mean R@1 among
-settings whose pictures differ between seeds while staying on the prompt): {recommended}.{override}
+candidates whose pictures differ between seeds while staying on the prompt, painted for prompts the evaluation
+below does not score): {recommended}.{override}
 
 ## Metrics (`painter eval`, {eval_precision} mode, {eval_settings}, {captions} prompts a set, 100 candidates)
 A painted picture is correct when, of its prompt's true pictures and other pictures (100 in all), it lies nearest

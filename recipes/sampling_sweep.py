@@ -36,17 +36,18 @@ def candidate(top_k: int, temperature: float, detail_from: int | None = None, de
     return settings
 
 
-# Measured on bundled-large's sixth stage (200 prompts a set outside the evaluation's, 4 seeds, 2026-12-04,
-# this measure on single candidates, a scratch run): the colder the first codes, the more held-out pairs
-# found their subject (top-k 5 / 0.5: 0.42; 10 / 0.7: 0.375; 20 / 0.8: 0.35) and the less pictures differed
-# (47-52%), which detail settings from an earlier code give back: 5 / 0.5 with top-k 50 / 1.0 from code 160
-# 0.86 / 0.425 / 0.91 (training captions / held-out pairs / paraphrases), variety 69 / 57 / 73%; from 128 0.85 /
-# 0.40 / 0.89, 81 / 73 / 86%; from 96 0.815 / 0.345 / 0.825 (the subject is still being drawn). Guidance lost
-# most (20 / 0.8 at 1.5: held-out 0.18; 10 / 0.7 at 2.0: 0.07), so no candidate is guided; nor top-p (0.99 at
-# 1.0, earlier: held-out 0.20).
-SETTINGS = [candidate(5, 0.5), candidate(5, 0.5, 128), candidate(5, 0.5, 160), candidate(5, 0.5, 128, 50, 0.9),
-            candidate(10, 0.6, 128), candidate(10, 0.7, 128), candidate(20, 0.8), candidate(20, 0.8, 160, 50, 0.9),
-            candidate(50, 1.0)]
+# Measured (200 prompts a set outside the evaluation's, 4 seeds, 2026-12-04; the sweep's own numbers are in
+# docs/bundled-models.md). bundled-large's sixth stage: the colder the first codes, the more held-out pairs found
+# their subject (top-k 5 / 0.5: 0.42; 10 / 0.7: 0.375; 20 / 0.8: 0.35) and the less its pictures differed
+# (5 / 0.5 alone: 10-21% of prompts), which detail settings from an earlier code give back: 5 / 0.5 with top-k
+# 50 / 1.0 from code 128: 0.85 / 0.40 / 0.89 (training captions / held-out pairs / paraphrases), variety 81 /
+# 73 / 86%; from 96 0.815 / 0.345 / 0.825 (the subject is still being drawn). bundled-base, whose pictures
+# differ more, was right more often colder still (5 / 0.3: 0.55 / 0.275 / 0.59; 5 / 0.5: 0.465 / 0.225 /
+# 0.48). Guidance lost most (large, 20 / 0.8 at 1.5: held-out 0.18; 10 / 0.7 at 2.0: 0.07), so no candidate is
+# guided; nor is top-p (0.99 at 1.0, earlier: held-out 0.20); top-k 50 / 1.0: 0.555 / 0.25 / 0.59.
+SETTINGS = [candidate(3, 0.4), candidate(3, 0.4, 160), candidate(5, 0.3), candidate(5, 0.3, 128),
+            candidate(5, 0.3, 160), candidate(5, 0.5), candidate(5, 0.5, 128), candidate(5, 0.5, 160),
+            candidate(10, 0.6, 128), candidate(20, 0.8, 160, 50, 0.9)]
 VARIETY, STABILITY = 0.6, 0.1
 SETS = ("train", "heldout", "paraphrase")
 
