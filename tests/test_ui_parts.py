@@ -179,7 +179,9 @@ def test_after_stop_a_job_sends_nothing_more_and_other_browsers_paint_on(tmp_pat
     assert studio.stop(status, mine) == f"已停止 Stopped at {status.split(' · ')[0]}."
     assert list(job) == [], "no frame after Stop"
     assert "256 / 256" in list(other)[-1][1], "another browser's job goes on"
-    assert len(list(studio.create("红苹果", "emoji", "demo-large", seed=1, preview_every=64, request=mine))) == 4
+    again = list(studio.create("红苹果", "emoji", "demo-large", seed=1, preview_every=64, request=mine))
+    # previews every 64 tokens, fewer where they come within FRAME_GAP of each other (a fast CPU)
+    assert 1 <= len(again) <= 4 and "256 / 256" in again[-1][1], "this browser paints again after its Stop"
 
 
 def test_previews_are_sent_at_most_ten_a_second_at_the_models_size(tmp_path):
