@@ -86,10 +86,12 @@ ship() {
 # settle MODEL SIZE: MODEL (reading prompts as the studio does) swept, written to $OUT/SIZE in fp16 beside the
 # shared VQGAN with the chosen settings, evaluated and described (a card rewritten where the runs are absent).
 settle() {
-  local from=$1 size=$2 settings
+  local from=$1 size=$2 chosen settings
   stamp "$size: sweep"
-  read -r -a settings < <(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$from" --data "$DATA" --unseen 100 \
+  # a failed sweep stops here (set -e), before anything in $OUT is replaced
+  chosen=$(PYTHONPATH=. $PY recipes/sampling_sweep.py --model "$from" --data "$DATA" --unseen 100 \
     --output "$RUNS/$size-sweep.json")
+  read -r -a settings <<< "$chosen"
   rm -rf "$OUT/$size.new"
   $PY -m painter convert "$from" "$OUT/$size.new" --to painter --dtype fp16 --shared-vqgan "$OUT/bundled-vqgan" \
     ${settings[@]/#/--sampling=}
@@ -109,6 +111,7 @@ fi
 # (weights unchanged), also where its training runs are not: how the shipped pair got the sweep's settings on
 # 2026-12-04 (commit the model folder afterwards).
 if [[ ${1:-} == resettle ]]; then
+  [[ -s $OUT/${2:-}/config.json ]] || { echo "resettle: no shipped model $OUT/${2:-} (bundled-large or bundled-base)" >&2; exit 2; }
   settle "$OUT/$2" "$2"
   exit
 fi

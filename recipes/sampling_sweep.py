@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 from painter import Painter
+from painter.errors import PainterError
 from painter.evaluation import retrieval
 
 
@@ -94,9 +95,12 @@ def main() -> None:
                         'SETTINGS, each as config.json\'s "sampling", e.g. \'{"top_k": 5, "temperature": 0.5}\'')
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    painter = Painter.from_pretrained(args.model, device="cpu")
-    results = [measure(painter, args.data, settings, args.captions, args.seeds, args.unseen)
-               for settings in args.settings or SETTINGS]
+    try:
+        painter = Painter.from_pretrained(args.model, device="cpu")
+        results = [measure(painter, args.data, settings, args.captions, args.seeds, args.unseen)
+                   for settings in args.settings or SETTINGS]
+    except PainterError as exc:
+        parser.exit(1, f"sampling_sweep: {exc}\n")
     good = [r for r in results if acceptable(r)] or results  # none varied enough: the best R@1 anyway
     best = max(good, key=score)
     args.output.write_text(json.dumps({"chosen": best, "settings": results}, indent=1, ensure_ascii=False))
