@@ -239,6 +239,16 @@ def in_domain(preset: str, image: Image.Image) -> bool | None:
     return None if check is None else bool(check(domain_measures(image)))
 
 
+def retrieval_sources(train: Path | None, heldout: Path | None = None, paraphrase: Path | None = None,
+                      valid: Path | None = None) -> list[tuple[Path, Path | None, bool]]:
+    """(prompts, candidate pool, same-style candidates only) for each set R@1 is scored on: training captions
+    among their own pictures; unseen pictures' captions, held-out (subject, style) pairs and paraphrases among
+    theirs and the training pictures, held-out pairs only against pictures of their own style (so that the
+    subject is what counts: among every style, the subject's picture in a trained style would lie nearer)."""
+    return ([(train, None, False)] if train else []) + [
+        (path, train, same) for path, same in ((valid, False), (heldout, True), (paraphrase, False)) if path]
+
+
 def evaluate(model: str, valid: Path, captions_from: Path | None = None, captions: int = 200,
              candidates: int = 100, seed: int = 0, guidance_scale: float | None = None, top_k: int | None = None,
              temperature: float | None = None, seeds: int = 1, heldout: Path | None = None,
@@ -255,9 +265,7 @@ def evaluate(model: str, valid: Path, captions_from: Path | None = None, caption
         result.update(caption_use(trained, tokenizer, captions_from, seed=seed))
     del trained
     painter = Painter.from_pretrained(model_dir, device="cpu")
-    sources = [(captions_from, None, False), (valid, captions_from, False)] if captions_from else [(valid, None, False)]
-    sources += [(path, captions_from, same) for path, same in ((heldout, True), (paraphrase, False)) if path]
-    for source, pool, same_style in sources:
+    for source, pool, same_style in retrieval_sources(captions_from, heldout, paraphrase, valid):
         found = retrieval(painter, source, captions, candidates, seed, seeds, guidance_scale, top_k=top_k,
                           temperature=temperature, pool=pool, same_style=same_style, top_p=top_p)
         result.update(found.summary(f"r_at_1_{source.stem}"))

@@ -249,9 +249,8 @@ def sampling_words(settings: dict) -> str:
                      + detail)
 
 
-def results_text(name: str, runs: Path, models: Path) -> str:
+def results_text(name: str, evaluation: dict, runs: Path, models: Path) -> str:
     """The card's sampling and metrics sections, from the model's config, its sweep and its evaluation."""
-    evaluation = json.loads((runs / f"{name}-eval.json").read_text())
     rows = []
     for key, label in METRICS.items():
         if key in evaluation:
@@ -300,7 +299,7 @@ def bundled_card(name: str, runs: Path, models: Path) -> str:
         cpu=cpu_description(), manifest=manifest_file.relative_to(ROOT)
         if manifest_file.is_relative_to(ROOT) else manifest_file,
         caption_dropout=info["caption_dropout"], sources=sources, counts=counts[0] if counts else "",
-        vq_steps=vq_steps, vq_time=vq_time, **gpt) + results_text(name, runs, models)
+        vq_steps=vq_steps, vq_time=vq_time, **gpt) + results_text(name, evaluation, runs, models)
 
 
 def reshipped_card(card: str, name: str, runs: Path, models: Path) -> str:
@@ -310,9 +309,10 @@ def reshipped_card(card: str, name: str, runs: Path, models: Path) -> str:
     head, found, _ = card.partition(RESULTS_CARD.split("\n", 1)[0])
     if not found:
         raise SystemExit(f"{models / name / 'README.md'} has no sampling section to rewrite; rebuild it from its runs")
-    limits = limits_text(json.loads((runs / f"{name}-eval.json").read_text()))
+    evaluation = json.loads((runs / f"{name}-eval.json").read_text())
+    limits = limits_text(evaluation)
     return re.sub(r"^\*\*Limits\.\*\* .*$", lambda _: f"**Limits.** {limits}", head, count=1, flags=re.M) \
-        + results_text(name, runs, models)
+        + results_text(name, evaluation, runs, models)
 
 
 def main(name: str, runs: Path, models: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from painter import Painter
 from painter.errors import PainterError
-from painter.evaluation import retrieval
+from painter.evaluation import retrieval, retrieval_sources
 
 
 def candidate(top_k: int, temperature: float, detail_from: int | None = None, detail_top_k: int = 50,
@@ -56,16 +56,12 @@ SETS = ("train", "heldout", "paraphrase")
 def measure(painter: Painter, data: Path, settings: dict, captions: int, seeds: int, unseen: int) -> dict:
     # the candidate as the model's recommended settings, which is how the studio and `painter generate` use them
     painter.config = dataclasses.replace(painter.config, sampling=settings)
-    sources = {"train": (data / "train.tsv", None, False),
-               "heldout": (data / "heldout.tsv", data / "train.tsv", True),
-               "paraphrase": (data / "paraphrase.tsv", data / "train.tsv", False)}
     out: dict = dict(settings)
-    for name in SETS:
-        source, pool, same_style = sources[name]
+    for source, pool, same_style in retrieval_sources(*(data / f"{name}.tsv" for name in SETS)):
         found = retrieval(painter, source, captions, seeds=seeds, pool=pool, same_style=same_style, unseen=unseen)
         per_seed = found.per_seed()
-        out[name] = {"r_at_1": found.r_at_1, "per_seed": per_seed, "variety": found.variety(),
-                     "stable": max(abs(s - per_seed[0]) for s in per_seed) <= STABILITY}
+        out[source.stem] = {"r_at_1": found.r_at_1, "per_seed": per_seed, "variety": found.variety(),
+                            "stable": max(abs(s - per_seed[0]) for s in per_seed) <= STABILITY}
     return out
 
 
